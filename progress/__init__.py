@@ -1,0 +1,43 @@
+"""Push the progress of long background jobs to browsers over Django Channels.
+
+Jobs call ``report_progress`` / ``report_error`` (or their async twins); the task's state is
+stored, then fanned out to every WebSocket watching ``/ws/tasks/<task_id>/``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .publish import (
+        areport_error,
+        areport_progress,
+        arestart_task,
+        report_error,
+        report_progress,
+        restart_task,
+    )
+    from .schemas import ProgressStage
+
+__all__ = [
+    "ProgressStage",
+    "areport_error",
+    "areport_progress",
+    "arestart_task",
+    "report_error",
+    "report_progress",
+    "restart_task",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported lazily: the publishing API needs models, which need the app registry ready.
+    if name == "ProgressStage":
+        from .schemas import ProgressStage
+
+        return ProgressStage
+    if name in __all__:
+        from . import publish
+
+        return getattr(publish, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

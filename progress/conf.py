@@ -1,0 +1,75 @@
+"""One accessor for the PROGRESS settings, with defaults and environment overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Mapping
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgressSettings:
+    """Typed view of ``settings.PROGRESS``; every field is a key of that dict."""
+
+    HEARTBEAT_INTERVAL: float = 30.0
+    """Seconds between heartbeats each WebSocket consumer sends."""
+    MAX_UPDATES_PER_SECOND: float = 10.0
+    """Progress messages per task per second that reach watchers (0: no coalescing)."""
+    MAX_FRAME_BYTES: int = 4096
+    """Largest client frame the consumer will parse."""
+    MAX_PROTOCOL_ERRORS: int = 50
+    """Bad client frames tolerated on one socket before it is closed with 1008."""
+    STALE_AFTER: float = 60.0
+    """Seconds without a job heartbeat after which a running job counts as dead."""
+    MAX_UPLOAD_BYTES: int = 200 * 1024 * 1024
+    """Largest upload accepted by the upload endpoint."""
+    PUBLISH_QUEUE_SIZE: int = 10_000
+    """Group messages a process may hold while the channel layer is slow or away."""
+    CHANNEL_CAPACITY: int = 1000
+    """Messages a consumer's channel may hold before the layer drops (recovered by seq)."""
+
+
+def _coerce(name: str, raw: str, default: Any) -> Any:
+    """Parse an environment string to the type of the field's default."""
+    try:
+        if isinstance(default, bool):
+            return raw.strip().lower() in {"1", "true", "yes", "on"}
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"PROGRESS_{name}={raw!r} is not a valid {type(default).__name__}") from exc
+    return raw
+
+
+def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The PROGRESS_* variables of the environment as a PROGRESS dict."""
+    environ = os.environ if environ is None else environ
+    result: dict[str, Any] = {}
+    for field in dataclasses.fields(ProgressSettings):
+        key = f"PROGRESS_{field.name}"
+        if key in environ:
+            result[field.name] = _coerce(field.name, environ[key], field.default)
+    return result
+
+
+@functools.cache
+def get_settings() -> ProgressSettings:
+    """The PROGRESS settings merged over the defaults, read once."""
+    from django.conf import settings
+
+    configured: Mapping[str, Any] = getattr(settings, "PROGRESS", {})
+    names = {f.name for f in dataclasses.fields(ProgressSettings)}
+    unknown = set(configured) - names
+    if unknown:
+        raise ValueError(f"Unknown PROGRESS settings: {', '.join(sorted(unknown))}")
+    return ProgressSettings(**configured)
+
+
+def _reset(*, setting: str, **kwargs: Any) -> None:
+    """Forget the cached settings when a test overrides PROGRESS."""
+    if setting == "PROGRESS":
+        get_settings.cache_clear()

@@ -1,0 +1,236 @@
+"""The WebSocket end: one consumer per watcher, fed by its task's channel-layer group."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
+
+from . import store
+from .conf import get_settings
+from .publish import bind_server_loop
+from .schemas import (
+    HeartbeatMessage,
+    PongMessage,
+    ProtocolErrorCode,
+    ProtocolErrorMessage,
+    TaskStatus,
+)
+
+log = logging.getLogger("progress")
+
+CLOSE_NORMAL = 1000
+CLOSE_POLICY = 1008
+CLOSE_UNKNOWN_TASK = 4404
+
+_snapshot = database_sync_to_async(store.snapshot)
+_terminal_frame = database_sync_to_async(store.terminal_frame)
+_catch_up = database_sync_to_async(store.catch_up)
+
+
+class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+    """Streams one task's progress to one watcher, in seq order, with no gaps or repeats."""
+
+    task_id: str
+    group: str
+    last_seq: int
+    finished: bool
+    protocol_errors: int
+    order: asyncio.Lock
+    """Held while frames about the task are sent, so live and caught-up frames never interleave."""
+    heartbeat: asyncio.Task[None] | None
+
+    async def connect(self) -> None:
+        """Join the task's group first, then send what the watcher has not seen."""
+        bind_server_loop()
+        self.task_id = self.scope["url_route"]["kwargs"]["task_id"]
+        self.group = store.group_name(self.task_id)
+        self.last_seq = 0
+        self.finished = False
+        self.protocol_errors = 0
+        self.heartbeat = None
+        self.order = asyncio.Lock()
+        # Joining before reading the state means nothing published in between is lost;
+        # what arrives twice is dropped by seq in task_event().
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        resume_from, problem = self._resume_from()
+        if problem:
+            await self._protocol_error(ProtocolErrorCode.BAD_LAST_SEQ, problem)
+        if resume_from is None:
+            known = await self._send_snapshot()
+        else:
+            self.last_seq = resume_from
+            known = await self._catch_up()
+        if not known:
+            await self._protocol_error(ProtocolErrorCode.UNKNOWN_TASK, f"no task {self.task_id!r}")
+            await self._finish(CLOSE_UNKNOWN_TASK)
+            return
+        if not self.finished:
+            self.heartbeat = asyncio.create_task(self._beat())
+
+    def _resume_from(self) -> tuple[int | None, str | None]:
+        """The ``last_seq`` query parameter (the last seq this watcher saw), or why it is unusable."""
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        values = query.get("last_seq")
+        if not values:
+            return None, None
+        raw = values[-1]
+        if not raw.isdigit() or len(raw) > 18:
+            return None, f"last_seq must be a non-negative integer, not {raw[:32]!r}; sent a snapshot"
+        return int(raw), None
+
+    async def _send_snapshot(self) -> bool:
+        snapshot = await _snapshot(self.task_id)
+        if snapshot is None:
+            return False
+        await self.send(text_data=snapshot.model_dump_json())
+        self.last_seq = snapshot.seq
+        if snapshot.status is not TaskStatus.RUNNING:
+            # A late watcher of a finished task gets the terminal message too, then a normal close.
+            terminal = await _terminal_frame(self.task_id)
+            if terminal is not None:
+                await self.send(text_data=terminal)
+            await self._finish(CLOSE_NORMAL)
+        return True
+
+    async def _catch_up(self) -> bool:
+        """Send every stage change and terminal message after last_seq, then the latest progress."""
+        async with self.order:
+            result = await _catch_up(self.task_id, self.last_seq)
+            if result is None:
+                return False
+            if self.last_seq > result.seq:
+                # A seq from the future (another server's database, a forged value): start over.
+                detail = f"last_seq {self.last_seq} is beyond this task's seq {result.seq}"
+                await self._protocol_error(ProtocolErrorCode.BAD_LAST_SEQ, detail)
+                self.last_seq = 0
+                result = await _catch_up(self.task_id, 0)
+                assert result is not None
+            for seq, frame in result.frames:
+                if seq > self.last_seq and not self.finished:
+                    await self.send(text_data=frame)
+                    self.last_seq = seq
+            if result.final:
+                await self._finish(CLOSE_NORMAL)
+        return True
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Route hot progress messages straight to their handler; the rest as Channels does."""
+        # Channels awaits aclose_old_connections() before every handler: a thread hop that capped
+        # fan-out; task_event touches no database on its fast path, so it skips that.
+        if message["type"] == "task.event":
+            await self.task_event(message)
+        else:
+            await super().dispatch(message)
+
+    async def task_event(self, event: dict[str, Any]) -> None:
+        """A message published to the task's group: forward it if it is the next one."""
+        async with self.order:
+            if self.finished or event["seq"] <= self.last_seq:
+                return
+            if event["prev_seq"] <= self.last_seq:
+                await self.send(text_data=event["text"])
+                self.last_seq = event["seq"]
+                if event["final"]:
+                    await self._finish(CLOSE_NORMAL)
+                return
+        # Something between was lost (layer overload, a restart): the database has it.
+        await self._catch_up()
+
+    async def _beat(self) -> None:
+        """Send a heartbeat every interval, and look for anything the live path lost."""
+        interval = get_settings().HEARTBEAT_INTERVAL
+        while not self.finished:
+            await asyncio.sleep(interval)
+            await self.send(text_data=HeartbeatMessage().model_dump_json())
+            try:
+                await self._catch_up_if_behind()
+            except Exception:
+                log.exception("progress: could not check task %s for missed messages", self.task_id)
+
+    async def _catch_up_if_behind(self) -> None:
+        if await database_sync_to_async(_newer_than)(self.task_id, self.last_seq):
+            await self._catch_up()
+
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
+        """Parse a client frame without ever letting bad input close the socket with 1011."""
+        if text_data is None:
+            await self._protocol_error(ProtocolErrorCode.BINARY_FRAME, "frames must be JSON text")
+            return
+        limit = get_settings().MAX_FRAME_BYTES
+        if len(text_data) > limit:
+            await self._protocol_error(
+                ProtocolErrorCode.FRAME_TOO_LARGE, f"frames are limited to {limit} characters"
+            )
+            return
+        try:
+            content = json.loads(text_data)
+        except ValueError as exc:
+            await self._protocol_error(ProtocolErrorCode.MALFORMED_JSON, f"invalid JSON: {exc}")
+            return
+        if not isinstance(content, dict):
+            await self._protocol_error(
+                ProtocolErrorCode.NOT_AN_OBJECT, "a frame must be a JSON object with a 'type'"
+            )
+            return
+        await self.receive_json(content)
+
+    async def receive_json(self, content: dict[str, Any], **kwargs: Any) -> None:
+        """Answer a client message by its type."""
+        if content.get("type") == "ping":
+            await self.send(text_data=PongMessage().model_dump_json())
+            return
+        kind = str(content.get("type"))[:32]
+        await self._protocol_error(
+            ProtocolErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r}; clients may send 'ping'"
+        )
+
+    async def _protocol_error(self, code: ProtocolErrorCode, detail: str) -> None:
+        await self.send(text_data=ProtocolErrorMessage(code=code, detail=detail).model_dump_json())
+        self.protocol_errors += 1
+        if self.protocol_errors >= get_settings().MAX_PROTOCOL_ERRORS:
+            await self.send(
+                text_data=ProtocolErrorMessage(
+                    code=ProtocolErrorCode.TOO_MANY_ERRORS, detail="closing after repeated bad frames"
+                ).model_dump_json()
+            )
+            await self._finish(CLOSE_POLICY)
+
+    async def _finish(self, code: int) -> None:
+        """Stop sending and close the socket; the group is left on disconnect."""
+        if self.finished:
+            return
+        self.finished = True
+        await self.close(code)
+
+    async def disconnect(self, code: int) -> None:
+        """Leave the task's group and stop the heartbeat."""
+        if self.heartbeat is not None:
+            self.heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.heartbeat
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+
+def _newer_than(task_id: str, seq: int) -> bool:
+    from .models import Task
+
+    return Task.objects.filter(pk=task_id, seq__gt=seq).exists()
+
+
+class RefuseConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
+    """Refuses WebSocket paths that name no task, at the handshake (HTTP 403), without a traceback."""
+
+    async def connect(self) -> None:
+        """Close before accepting, which the server answers with 403."""
+        await self.close()

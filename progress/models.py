@@ -1,0 +1,61 @@
+"""Durable task state: the current state of each task and the events a watcher must never miss."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from .schemas import ProgressStage, TaskStatus
+
+
+class Task(models.Model):
+    """A long job's current state; one row per task, rewritten by each accepted report."""
+
+    task_id = models.CharField(primary_key=True, max_length=64)
+    status = models.CharField(
+        max_length=16,
+        choices=[(s.value, s.value) for s in TaskStatus],
+        default=TaskStatus.RUNNING.value,
+    )
+    stage = models.CharField(max_length=16, choices=[(s.value, s.value) for s in ProgressStage])
+    percentage = models.PositiveSmallIntegerField(default=0)
+    message = models.TextField(null=True, blank=True)
+    seq = models.PositiveBigIntegerField(default=0)
+    """Raised by one for every accepted report: the order of everything about this task."""
+    attempt = models.PositiveIntegerField(default=1)
+    broadcast_seq = models.PositiveBigIntegerField(default=0)
+    """Seq of the last message fanned out; the next one carries it as prev_seq, so gaps show."""
+    broadcast_at = models.FloatField(null=True, blank=True)
+    """Epoch seconds of the last progress fan-out, for coalescing across processes."""
+    error_code = models.CharField(max_length=64, null=True, blank=True)
+    user_message = models.TextField(null=True, blank=True)
+    technical_detail = models.TextField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    """Last sign of life from a job that has started; none while the task waits in a queue."""
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "heartbeat_at"], name="progress_task_liveness")]
+
+    def __str__(self) -> str:
+        return f"{self.task_id} {self.status} {self.stage} {self.percentage}% #{self.seq}"
+
+
+class TaskEvent(models.Model):
+    """A message no watcher may miss (stage change, completion, error, retry), as sent."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveBigIntegerField()
+    attempt = models.PositiveIntegerField()
+    stage = models.CharField(max_length=16, null=True, blank=True)
+    """The stage entered, for stage changes and completion; null for errors."""
+    payload = models.TextField()
+    """The exact JSON frame watchers received."""
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["task", "seq"]
+        constraints = [models.UniqueConstraint(fields=["task", "seq"], name="progress_event_unique_seq")]
+
+    def __str__(self) -> str:
+        return f"{self.task_id} #{self.seq} {self.stage or 'error'}"

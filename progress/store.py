@@ -1,0 +1,328 @@
+"""Reads and writes of durable task state; every write is one transaction that assigns seqs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TypedDict
+
+from django.db import transaction
+
+from .models import Task, TaskEvent
+from .schemas import (
+    ErrorMessage,
+    ProgressMessage,
+    ProgressStage,
+    SnapshotMessage,
+    StageTransition,
+    TaskError,
+    TaskStatus,
+    utcnow,
+)
+from .state import Current, Verdict, judge_error, judge_progress
+
+log = logging.getLogger("progress")
+
+# Stages reported before a job runs (by the view that enqueues it): they start no liveness clock.
+_PRE_JOB_STAGES = {ProgressStage.UPLOADING, ProgressStage.QUEUED}
+
+
+class GroupMessage(TypedDict):
+    """What travels through the channel layer: the frame, encoded once, and its place in order."""
+
+    type: str
+    task_id: str
+    seq: int
+    prev_seq: int
+    final: bool
+    text: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a write did, and what the publisher must send or schedule because of it."""
+
+    verdict: Verdict
+    seq: int
+    send: GroupMessage | None = None
+    flush_at: float | None = None
+
+    @property
+    def accepted(self) -> bool:
+        """Whether the report changed the task."""
+        return self.verdict in (Verdict.BROADCAST, Verdict.COALESCE)
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    """The frames a watcher that has seen up to some seq still needs, in order."""
+
+    frames: list[tuple[int, str]]
+    seq: int
+    final: bool
+
+
+def group_name(task_id: str) -> str:
+    """The channel-layer group of one task's watchers."""
+    return f"task.{task_id}"
+
+
+def _locked(task_id: str) -> Task | None:
+    # select_for_update locks the row on PostgreSQL; on SQLite the IMMEDIATE transaction
+    # already holds the database's write lock, which serialises writers across processes.
+    return Task.objects.select_for_update().filter(pk=task_id).first()
+
+
+def _current(task: Task) -> Current:
+    return Current(
+        status=TaskStatus(task.status),
+        attempt=task.attempt,
+        stage=ProgressStage(task.stage),
+        percentage=task.percentage,
+        message=task.message,
+        broadcast_at=task.broadcast_at,
+    )
+
+
+def _progress_frame(task: Task, timestamp: datetime) -> str:
+    return ProgressMessage(
+        task_id=task.task_id,
+        seq=task.seq,
+        attempt=task.attempt,
+        stage=ProgressStage(task.stage),
+        percentage=task.percentage,
+        message=task.message,
+        timestamp=timestamp,
+    ).model_dump_json()
+
+
+def _fan_out(task: Task, text: str, now_ts: float, *, final: bool = False) -> GroupMessage:
+    """Mark the task's current seq as sent; the caller saves the task."""
+    prev = task.broadcast_seq
+    task.broadcast_seq = task.seq
+    task.broadcast_at = now_ts
+    return GroupMessage(
+        type="task.event", task_id=task.task_id, seq=task.seq, prev_seq=prev, final=final, text=text
+    )
+
+
+def _event(task: Task, text: str, stage: ProgressStage | None, when: datetime) -> None:
+    TaskEvent.objects.create(
+        task=task,
+        seq=task.seq,
+        attempt=task.attempt,
+        stage=stage.value if stage else None,
+        payload=text,
+        created_at=when,
+    )
+
+
+def record_progress(
+    task_id: str,
+    stage: ProgressStage,
+    percentage: int,
+    message: str | None,
+    *,
+    attempt: int | None,
+    min_interval: float,
+) -> Outcome:
+    """Apply one progress report; the returned outcome says what to send."""
+    now, now_ts = utcnow(), time.time()
+    if stage is ProgressStage.COMPLETE:
+        percentage = 100
+    with transaction.atomic():
+        task = _locked(task_id)
+        if task is None:
+            task = Task(task_id=task_id, stage=stage.value, created_at=now)
+            verdict = Verdict.BROADCAST
+        else:
+            verdict = judge_progress(
+                _current(task),
+                stage=stage,
+                percentage=percentage,
+                message=message,
+                attempt=attempt,
+                now=now_ts,
+                min_interval=min_interval,
+            )
+            if not (verdict is Verdict.BROADCAST or verdict is Verdict.COALESCE):
+                return Outcome(verdict, task.seq)
+        stage_changed = task.seq == 0 or stage.value != task.stage
+        task.seq += 1
+        task.stage = stage.value
+        task.percentage = percentage
+        task.message = message
+        task.updated_at = now
+        if stage is ProgressStage.COMPLETE:
+            task.status = TaskStatus.COMPLETE.value
+        if stage not in _PRE_JOB_STAGES:
+            task.heartbeat_at = now
+        send = flush_at = None
+        if verdict is Verdict.BROADCAST:
+            text = _progress_frame(task, now)
+            send = _fan_out(task, text, now_ts, final=stage is ProgressStage.COMPLETE)
+            if stage_changed:
+                _event(task, text, stage, now)
+        else:
+            assert task.broadcast_at is not None  # COALESCE is only judged after a fan-out
+            flush_at = task.broadcast_at + min_interval
+        task.save()
+    return Outcome(verdict, task.seq, send, flush_at)
+
+
+def record_error(
+    task_id: str,
+    error_code: str,
+    user_message: str,
+    technical_detail: str | None,
+    *,
+    attempt: int | None,
+) -> Outcome:
+    """Fail a running task: stored, given a seq, and sent as the final message."""
+    now, now_ts = utcnow(), time.time()
+    with transaction.atomic():
+        task = _locked(task_id)
+        if task is None:
+            task = Task(task_id=task_id, stage=ProgressStage.QUEUED.value, created_at=now)
+        else:
+            verdict = judge_error(_current(task), attempt=attempt)
+            if verdict is not Verdict.BROADCAST:
+                return Outcome(verdict, task.seq)
+        task.seq += 1
+        task.status = TaskStatus.FAILED.value
+        task.error_code = error_code
+        task.user_message = user_message
+        task.technical_detail = technical_detail
+        task.updated_at = now
+        text = ErrorMessage(
+            task_id=task_id,
+            seq=task.seq,
+            attempt=task.attempt,
+            error_code=error_code,
+            user_message=user_message,
+            technical_detail=technical_detail,
+            timestamp=now,
+        ).model_dump_json()
+        send = _fan_out(task, text, now_ts, final=True)
+        task.save()
+        _event(task, text, None, now)
+    return Outcome(Verdict.BROADCAST, task.seq, send)
+
+
+def restart(task_id: str, message: str | None = None) -> Outcome | None:
+    """Start a new attempt of a failed task: back to queued, seq still rising; None if not failed."""
+    now, now_ts = utcnow(), time.time()
+    with transaction.atomic():
+        task = _locked(task_id)
+        if task is None or task.status != TaskStatus.FAILED.value:
+            return None
+        task.seq += 1
+        task.attempt += 1
+        task.status = TaskStatus.RUNNING.value
+        task.stage = ProgressStage.QUEUED.value
+        task.percentage = 0
+        task.message = message
+        task.error_code = task.user_message = task.technical_detail = None
+        task.heartbeat_at = None
+        task.updated_at = now
+        text = _progress_frame(task, now)
+        send = _fan_out(task, text, now_ts)
+        task.save()
+        _event(task, text, ProgressStage.QUEUED, now)
+    return Outcome(Verdict.BROADCAST, task.seq, send)
+
+
+def flush(task_id: str) -> GroupMessage | None:
+    """Send the state that coalescing held back, unless something newer went out already."""
+    now_ts = time.time()
+    with transaction.atomic():
+        task = _locked(task_id)
+        if task is None or task.status != TaskStatus.RUNNING.value:
+            return None
+        if task.seq <= task.broadcast_seq:
+            return None
+        send = _fan_out(task, _progress_frame(task, task.updated_at), now_ts)
+        task.save(update_fields=["broadcast_seq", "broadcast_at"])
+    return send
+
+
+def beat(task_id: str, attempt: int | None = None) -> bool:
+    """Record that a job is alive; False when the task is no longer running this attempt."""
+    rows = Task.objects.filter(task_id=task_id, status=TaskStatus.RUNNING.value)
+    if attempt is not None:
+        rows = rows.filter(attempt=attempt)
+    return rows.update(heartbeat_at=utcnow()) == 1
+
+
+def stale_tasks(stale_after: float) -> list[tuple[str, int]]:
+    """Running tasks whose job has started and then gone quiet for longer than stale_after."""
+    cutoff = utcnow() - timedelta(seconds=stale_after)
+    rows = Task.objects.filter(
+        status=TaskStatus.RUNNING.value, heartbeat_at__isnull=False, heartbeat_at__lt=cutoff
+    )
+    return list(rows.values_list("task_id", "attempt"))
+
+
+def snapshot(task_id: str) -> SnapshotMessage | None:
+    """The whole state of a task, with its stage history; None for a task nobody reported."""
+    task = Task.objects.filter(pk=task_id).first()
+    if task is None:
+        return None
+    history = [
+        StageTransition(seq=seq, attempt=attempt, stage=ProgressStage(stage or ""), timestamp=when)
+        for seq, attempt, stage, when in TaskEvent.objects.filter(task_id=task_id, stage__isnull=False)
+        .order_by("seq")
+        .values_list("seq", "attempt", "stage", "created_at")
+    ]
+    error = None
+    if task.status == TaskStatus.FAILED.value:
+        error = TaskError(
+            error_code=task.error_code or "unknown",
+            user_message=task.user_message or "",
+            technical_detail=task.technical_detail,
+        )
+    return SnapshotMessage(
+        task_id=task.task_id,
+        seq=task.seq,
+        attempt=task.attempt,
+        status=TaskStatus(task.status),
+        stage=ProgressStage(task.stage),
+        percentage=task.percentage,
+        message=task.message,
+        error=error,
+        history=history,
+        created_at=task.created_at,
+        timestamp=task.updated_at,
+    )
+
+
+def terminal_frame(task_id: str) -> str | None:
+    """The frame that ended a task (completion or error), or None while it runs."""
+    event = TaskEvent.objects.filter(task_id=task_id).order_by("-seq").first()
+    task = Task.objects.filter(pk=task_id).only("status", "seq").first()
+    if task is None or event is None or task.status == TaskStatus.RUNNING.value:
+        return None
+    return event.payload
+
+
+def catch_up(task_id: str, after_seq: int) -> CatchUp | None:
+    """Every stage change, terminal message and the latest progress after ``after_seq``."""
+    task = Task.objects.filter(pk=task_id).first()
+    if task is None:
+        return None
+    frames: list[tuple[int, str]] = []
+    last = after_seq
+    for seq, payload in (
+        TaskEvent.objects.filter(task_id=task_id, seq__gt=after_seq)
+        .order_by("seq")
+        .values_list("seq", "payload")
+    ):
+        frames.append((seq, payload))
+        last = seq
+    if task.seq > last:
+        # Progress within a stage is not kept as events: the latest value stands for them all.
+        frames.append((task.seq, _progress_frame(task, task.updated_at)))
+        last = task.seq
+    return CatchUp(frames, max(last, after_seq), task.status != TaskStatus.RUNNING.value)

@@ -1,0 +1,145 @@
+"""Shared fixtures: a fresh channel layer per test, communicators, and a real redis-server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from channels.layers import channel_layers
+from channels.testing import WebsocketCommunicator
+
+from progress import publish
+from progress.schemas import ServerMessage, parse_server_message
+
+ORIGIN = (b"origin", b"http://127.0.0.1")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_layer() -> Iterator[None]:
+    """Every test gets new channel layers and a publisher with no remembered loop."""
+    channel_layers.backends = {}
+    publish._server_loop = None
+    publish._warned_in_memory = False
+    yield
+    channel_layers.backends = {}
+    publish._server_loop = None
+
+
+@pytest.fixture
+def fast_progress(settings: Any) -> dict[str, Any]:
+    """PROGRESS settings for tests: no coalescing, a long heartbeat (tests that want one set it)."""
+    settings.PROGRESS = {"MAX_UPDATES_PER_SECOND": 0, "HEARTBEAT_INTERVAL": 3600}
+    return settings.PROGRESS
+
+
+def application() -> Any:
+    from transcribe_project.asgi import application
+
+    return application
+
+
+@asynccontextmanager
+async def watching(path: str, *, origin: bool = True) -> AsyncIterator[WebsocketCommunicator]:
+    """A connected WebSocket communicator on ``path``, disconnected afterwards."""
+    communicator = WebsocketCommunicator(application(), path, headers=[ORIGIN] if origin else [])
+    connected, _ = await communicator.connect()
+    assert connected
+    try:
+        yield communicator
+    finally:
+        await communicator.disconnect()
+
+
+async def receive(communicator: WebsocketCommunicator, timeout: float = 3) -> ServerMessage:
+    """The next frame, validated against the protocol's models."""
+    return parse_server_message(await communicator.receive_from(timeout))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port, started and stopped by the test run."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.process = subprocess.Popen(
+            [
+                binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A running redis-server for one test (skipped where redis-server is not installed)."""
+    if not (shutil.which("redis-server") or os.path.exists("/usr/bin/redis-server")):
+        pytest.fail("redis-server is not installed: run scripts/setup.sh")
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_layer(redis_server: RedisServer, settings: Any) -> RedisServer:
+    """Point the default channel layer at the real redis-server, as REDIS_URL would."""
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": redis_server.url, "max_connections": 4096, "socket_timeout": 30}],
+                "capacity": 1000,
+            },
+        }
+    }
+    channel_layers.backends = {}
+    return redis_server

@@ -1,0 +1,166 @@
+"""The WebSocket consumer: fan-out, heartbeat, ping, bad frames, snapshots and resume."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from progress import areport_error, areport_progress, report_progress
+from progress.schemas import (
+    ErrorMessage,
+    HeartbeatMessage,
+    PongMessage,
+    ProgressMessage,
+    ProgressStage,
+    ProtocolErrorCode,
+    ProtocolErrorMessage,
+    SnapshotMessage,
+    TaskStatus,
+)
+from tests.conftest import application, receive, watching
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_progress")]
+
+
+async def test_consumer_two_watchers_both_receive(fast_progress):
+    await areport_progress("job1", "queued", 0)
+    async with watching("/ws/tasks/job1/") as a, watching("/ws/tasks/job1") as b:
+        assert isinstance(await receive(a), SnapshotMessage)
+        assert isinstance(await receive(b), SnapshotMessage)
+        await areport_progress("job1", "transcribing", 10)
+        for client in (a, b):
+            message = await receive(client)
+            assert isinstance(message, ProgressMessage)
+            assert (message.stage, message.percentage) == (ProgressStage.TRANSCRIBING, 10)
+
+
+async def test_consumer_other_task_receives_nothing():
+    await areport_progress("job1", "queued", 0)
+    await areport_progress("job2", "queued", 0)
+    async with watching("/ws/tasks/job2/") as other:
+        await receive(other)
+        await areport_progress("job1", "transcribing", 5)
+        assert await other.receive_nothing(0.3)
+
+
+async def test_consumer_heartbeat_at_configured_interval(settings):
+    settings.PROGRESS = {"HEARTBEAT_INTERVAL": 0.2}
+    await areport_progress("job1", "queued", 0)
+    async with watching("/ws/tasks/job1/") as client:
+        await receive(client)
+        started = asyncio.get_running_loop().time()
+        beats = [await receive(client), await receive(client)]
+        assert all(isinstance(b, HeartbeatMessage) for b in beats)
+        assert asyncio.get_running_loop().time() - started < 2
+
+
+async def test_consumer_ping_pong():
+    await areport_progress("job1", "queued", 0)
+    async with watching("/ws/tasks/job1/") as client:
+        await receive(client)
+        await client.send_to(text_data='{"type": "ping"}')
+        assert isinstance(await receive(client), PongMessage)
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("{not json", ProtocolErrorCode.MALFORMED_JSON),
+        ("[]", ProtocolErrorCode.NOT_AN_OBJECT),
+        ('"x"', ProtocolErrorCode.NOT_AN_OBJECT),
+        ('{"type": "subscribe"}', ProtocolErrorCode.UNKNOWN_TYPE),
+        ("{}", ProtocolErrorCode.UNKNOWN_TYPE),
+        ('{"type": "ping", "pad": "' + "x" * 5000 + '"}', ProtocolErrorCode.FRAME_TOO_LARGE),
+    ],
+)
+async def test_consumer_bad_frame_gets_error_and_stays_open(frame, code):
+    await areport_progress("job1", "queued", 0)
+    async with watching("/ws/tasks/job1/") as client:
+        await receive(client)
+        await client.send_to(text_data=frame)
+        reply = await receive(client)
+        assert isinstance(reply, ProtocolErrorMessage)
+        assert reply.code is code
+        await client.send_to(text_data='{"type": "ping"}')
+        assert isinstance(await receive(client), PongMessage)
+
+
+async def test_consumer_binary_frame_gets_error():
+    await areport_progress("job1", "queued", 0)
+    async with watching("/ws/tasks/job1/") as client:
+        await receive(client)
+        await client.send_to(bytes_data=b"\x00\x01")
+        reply = await receive(client)
+        assert isinstance(reply, ProtocolErrorMessage)
+        assert reply.code is ProtocolErrorCode.BINARY_FRAME
+
+
+@pytest.mark.parametrize("path", ["/ws/tasks/bad%20id/", "/ws/tasks/" + "a" * 65 + "/", "/ws/nothing/"])
+async def test_consumer_bad_task_id_refused_at_handshake(path):
+    from channels.testing import WebsocketCommunicator
+
+    communicator = WebsocketCommunicator(application(), path, headers=[(b"origin", b"http://127.0.0.1")])
+    connected, _ = await communicator.connect()
+    assert not connected
+
+
+async def test_consumer_foreign_origin_refused():
+    from channels.testing import WebsocketCommunicator
+
+    communicator = WebsocketCommunicator(
+        application(), "/ws/tasks/job1/", headers=[(b"origin", b"http://evil.example")]
+    )
+    connected, _ = await communicator.connect()
+    assert not connected
+
+
+async def test_consumer_unknown_task_closes_4404():
+    async with watching("/ws/tasks/nobody/") as client:
+        reply = await receive(client)
+        assert isinstance(reply, ProtocolErrorMessage)
+        assert reply.code is ProtocolErrorCode.UNKNOWN_TASK
+        assert (await client.receive_output(3)) == {"type": "websocket.close", "code": 4404}
+
+
+async def test_consumer_sync_report_from_thread_reaches_watchers():
+    await areport_progress("job1", "queued", 0)
+    async with watching("/ws/tasks/job1/") as client:
+        await receive(client)
+        worker = threading.Thread(target=report_progress, args=("job1", "transcribing", 42, "chunk 1"))
+        await asyncio.get_running_loop().run_in_executor(None, lambda: (worker.start(), worker.join()))
+        message = await receive(client)
+        assert isinstance(message, ProgressMessage)
+        assert (message.percentage, message.message) == (42, "chunk 1")
+
+
+async def test_consumer_error_is_final_and_closes_normally():
+    await areport_progress("job1", "transcribing", 30)
+    async with watching("/ws/tasks/job1/") as client:
+        await receive(client)
+        await areport_error("job1", "decode_failed", "We could not read the audio.", "Traceback ...")
+        message = await receive(client)
+        assert isinstance(message, ErrorMessage)
+        assert message.error_code == "decode_failed"
+        assert (await client.receive_output(3)) == {"type": "websocket.close", "code": 1000}
+
+
+async def test_consumer_late_joiner_gets_snapshot_with_every_stage():
+    for stage, pct in [("queued", 0), ("transcribing", 50), ("aligning", 10), ("diarizing", 0)]:
+        await areport_progress("job1", stage, pct)
+    async with watching("/ws/tasks/job1/") as client:
+        snapshot = await receive(client)
+        assert isinstance(snapshot, SnapshotMessage)
+        assert [h.stage.value for h in snapshot.history] == [
+            "queued",
+            "transcribing",
+            "aligning",
+            "diarizing",
+        ]
+        assert snapshot.status is TaskStatus.RUNNING
+        await areport_progress("job1", "complete", 100)
+        done = await receive(client)
+        assert isinstance(done, ProgressMessage)
+        assert done.seq == snapshot.seq + 1
+        assert done.stage is ProgressStage.COMPLETE

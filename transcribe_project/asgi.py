@@ -1,0 +1,40 @@
+"""ASGI entry point: HTTP through Django, WebSockets through Channels with origin checks."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "transcribe_project.settings")
+django_asgi_app = get_asgi_application()
+
+# Imported after Django is set up: the routes import models.
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+
+from progress.publish import bind_server_loop  # noqa: E402
+from progress.routing import websocket_urlpatterns  # noqa: E402
+
+router = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        # Browsers send Origin; other clients must send one whose host is in ALLOWED_HOSTS.
+        "websocket": AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)),
+    }
+)
+
+
+async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The router, plus lifespan support and binding the loop sync producers publish on."""
+    bind_server_loop()
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    await router(scope, receive, send)
