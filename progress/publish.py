@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
+import os
 import threading
 import time
 import weakref
@@ -107,6 +108,16 @@ def _start_own_loop() -> asyncio.AbstractEventLoop:
             started.wait()
             _own_loop = loop
         return _own_loop
+
+
+def _forget_loops_after_fork() -> None:
+    # A forked child (a Celery prefork worker) inherits the loop objects but not their threads.
+    global _own_loop, _server_loop, _own_loop_lock
+    _own_loop = _server_loop = None
+    _own_loop_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_loops_after_fork)
 
 
 def _loop_for_sync_caller() -> asyncio.AbstractEventLoop | None:
