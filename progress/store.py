@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypedDict
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from .models import Task, TaskEvent
 from .schemas import (
@@ -75,6 +75,21 @@ def _locked(task_id: str) -> Task | None:
     return Task.objects.select_for_update().filter(pk=task_id).first()
 
 
+def _lock_or_create(task_id: str, stage: ProgressStage, now: datetime) -> Task:
+    """The task's row, locked; a new task starts as a row with seq 0 that the caller fills in."""
+    task = _locked(task_id)
+    if task is not None:
+        return task
+    try:
+        with transaction.atomic():  # a savepoint: on PostgreSQL two first reports may race here
+            Task.objects.create(task_id=task_id, stage=stage.value, created_at=now, updated_at=now)
+    except IntegrityError:
+        pass
+    task = _locked(task_id)
+    assert task is not None
+    return task
+
+
 def _current(task: Task) -> Current:
     return Current(
         status=TaskStatus(task.status),
@@ -133,9 +148,8 @@ def record_progress(
     if stage is ProgressStage.COMPLETE:
         percentage = 100
     with transaction.atomic():
-        task = _locked(task_id)
-        if task is None:
-            task = Task(task_id=task_id, stage=stage.value, created_at=now)
+        task = _lock_or_create(task_id, stage, now)
+        if task.seq == 0:
             verdict = Verdict.BROADCAST
         else:
             verdict = judge_progress(
@@ -163,12 +177,13 @@ def record_progress(
         if verdict is Verdict.BROADCAST:
             text = _progress_frame(task, now)
             send = _fan_out(task, text, now_ts, final=stage is ProgressStage.COMPLETE)
+            task.save()
             if stage_changed:
                 _event(task, text, stage, now)
         else:
             assert task.broadcast_at is not None  # COALESCE is only judged after a fan-out
             flush_at = task.broadcast_at + min_interval
-        task.save()
+            task.save()
     return Outcome(verdict, task.seq, send, flush_at)
 
 
@@ -183,10 +198,8 @@ def record_error(
     """Fail a running task: stored, given a seq, and sent as the final message."""
     now, now_ts = utcnow(), time.time()
     with transaction.atomic():
-        task = _locked(task_id)
-        if task is None:
-            task = Task(task_id=task_id, stage=ProgressStage.QUEUED.value, created_at=now)
-        else:
+        task = _lock_or_create(task_id, ProgressStage.QUEUED, now)
+        if task.seq > 0:
             verdict = judge_error(_current(task), attempt=attempt)
             if verdict is not Verdict.BROADCAST:
                 return Outcome(verdict, task.seq)
