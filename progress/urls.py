@@ -10,4 +10,5 @@ app_name = "progress"
 
 urlpatterns = [
     re_path(r"^api/tasks/(?P<task_id>[^/]+)/?$", views.task_status, name="task-status"),
+    re_path(r"^tasks/(?P<task_id>[^/]+)/?$", views.task_page, name="task-page"),
 ]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from . import store
-from .schemas import TASK_ID_PATTERN
+from .conf import get_settings
+from .schemas import TASK_ID_PATTERN, ProgressStage
 
 _TASK_ID = re.compile(TASK_ID_PATTERN)
 
@@ -39,3 +42,20 @@ def task_status(request: HttpRequest, task_id: str) -> JsonResponse:
     response = JsonResponse(snapshot.model_dump(mode="json"))
     response["Cache-Control"] = "no-store"
     return response
+
+
+@require_GET
+def task_page(request: HttpRequest, task_id: str) -> HttpResponse:
+    """GET /tasks/<task_id>/: a page that watches the task live with the reusable JS client."""
+    bad = invalid_task_id(task_id)
+    if bad is not None:
+        return bad
+    stages = [s.value for s in ProgressStage]
+    context = {
+        "task_id": task_id,
+        "task_id_json": json.dumps(task_id),
+        "stages": stages,
+        "stages_json": json.dumps(stages),
+        "heartbeat_interval": get_settings().HEARTBEAT_INTERVAL,
+    }
+    return render(request, "progress/task.html", context)

@@ -1,0 +1,118 @@
+// TaskProgress: a reusable browser client for /ws/tasks/<id>/.
+// Keeps the last seq it saw, resumes with ?last_seq after a drop, ignores repeats, treats a silent
+// socket as dead, and polls the HTTP snapshot while WebSockets are unavailable.
+(function (global) {
+  "use strict";
+
+  function TaskProgress(taskId, handlers, options) {
+    options = options || {};
+    this.taskId = taskId;
+    this.handlers = handlers || {};
+    this.base = options.base || "";
+    this.heartbeatInterval = (options.heartbeatInterval || 30) * 1000;
+    this.maxBackoff = (options.maxBackoff || 15) * 1000;
+    this.pollInterval = (options.pollInterval || 3) * 1000;
+    this.lastSeq = null;
+    this.finished = false;
+    this.failures = 0;
+    this.socket = null;
+    this.timers = {};
+  }
+
+  TaskProgress.prototype.wsUrl = function () {
+    var loc = global.location;
+    var origin = this.base || loc.protocol.replace("http", "ws") + "//" + loc.host;
+    var url = origin + "/ws/tasks/" + encodeURIComponent(this.taskId) + "/";
+    return this.lastSeq === null ? url : url + "?last_seq=" + this.lastSeq;
+  };
+
+  TaskProgress.prototype.start = function () {
+    if (!global.WebSocket) { this.poll(); return this; }
+    this.connect();
+    return this;
+  };
+
+  TaskProgress.prototype.stop = function () {
+    this.finished = true;
+    Object.keys(this.timers).forEach(function (k) { clearTimeout(this.timers[k]); }, this);
+    if (this.socket) this.socket.close(1000);
+  };
+
+  TaskProgress.prototype.emit = function (name, value) {
+    var fn = this.handlers[name];
+    if (fn) { try { fn(value, this); } catch (e) { console.error(e); } }
+  };
+
+  TaskProgress.prototype.connect = function () {
+    var self = this;
+    var socket = new WebSocket(this.wsUrl());
+    this.socket = socket;
+    this.watchdog();
+    socket.onopen = function () { self.failures = 0; self.emit("status", "live"); };
+    socket.onmessage = function (event) {
+      self.watchdog();
+      var msg;
+      try { msg = JSON.parse(event.data); } catch (e) { return; }
+      self.handle(msg);
+    };
+    socket.onclose = function (event) {
+      clearTimeout(self.timers.watchdog);
+      if (self.socket !== socket) return;
+      if (event.code === 4404) { self.finished = true; self.emit("unknown", self.taskId); return; }
+      if (self.finished) { self.emit("status", "ended"); return; }
+      self.failures += 1;
+      self.emit("status", "reconnecting");
+      if (self.failures >= 3) self.poll();
+      var delay = Math.min(self.maxBackoff, 500 * Math.pow(2, self.failures)) * (0.5 + Math.random() / 2);
+      self.timers.reconnect = setTimeout(function () { self.connect(); }, delay);
+    };
+  };
+
+  // No frame for 2.5 heartbeats: the connection is dead even if the browser has not noticed.
+  TaskProgress.prototype.watchdog = function () {
+    var self = this;
+    clearTimeout(this.timers.watchdog);
+    this.timers.watchdog = setTimeout(function () {
+      if (self.socket) self.socket.close(4000);
+    }, this.heartbeatInterval * 2.5);
+  };
+
+  TaskProgress.prototype.handle = function (msg) {
+    if (msg.type === "snapshot") {
+      this.lastSeq = msg.seq;
+      this.emit("snapshot", msg);
+      if (msg.status !== "running") this.finished = true;
+      return;
+    }
+    if (msg.type === "progress" || msg.type === "error") {
+      if (this.lastSeq !== null && msg.seq <= this.lastSeq) return; // already reflected
+      this.lastSeq = msg.seq;
+      if (msg.type === "error") { this.finished = true; this.emit("error", msg); return; }
+      if (msg.stage === "complete") this.finished = true;
+      this.emit("progress", msg);
+      return;
+    }
+    if (msg.type === "protocol_error") this.emit("protocolError", msg);
+  };
+
+  // HTTP fallback: the same snapshot, polled, while the socket is down.
+  TaskProgress.prototype.poll = function () {
+    var self = this;
+    if (this.timers.poll || this.finished) return;
+    var tick = function () {
+      self.timers.poll = null;
+      if (self.finished || (self.socket && self.socket.readyState === 1)) return;
+      fetch(self.base.replace(/^ws/, "http") + "/api/tasks/" + encodeURIComponent(self.taskId) + "/",
+            { headers: { Accept: "application/json" } })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (snap) {
+          if (snap && (self.lastSeq === null || snap.seq > self.lastSeq)) self.handle(snap);
+        })
+        .catch(function () {})
+        .then(function () { if (!self.finished) self.timers.poll = setTimeout(tick, self.pollInterval); });
+    };
+    tick();
+  };
+
+  global.TaskProgress = TaskProgress;
+})(window);
