@@ -13,13 +13,16 @@ django_asgi_app = get_asgi_application()
 # Imported after Django is set up: the routes import models.
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from progress.publish import bind_server_loop  # noqa: E402
 from progress.routing import websocket_urlpatterns  # noqa: E402
 
 router = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # Static files (the JS client) straight from the apps, so a bare daphne or uvicorn serves
+        # the progress page too; a deployment with a CDN or proxy in front may drop this.
+        "http": ASGIStaticFilesHandler(django_asgi_app),
         # Browsers send Origin; other clients must send one whose host is in ALLOWED_HOSTS.
         "websocket": AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)),
     }
