@@ -1,0 +1,215 @@
+"""Recognise audio files by their content and decode them to 16 kHz mono 16-bit PCM for the recogniser."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SAMPLE_RATE = 16_000
+SAMPLE_WIDTH = 2
+BYTES_PER_SECOND = SAMPLE_RATE * SAMPLE_WIDTH
+HEADER_BYTES = 12
+"""Bytes of a file's start that ``sniff`` / ``is_audio`` need."""
+SUPPORTED_FORMATS = ("wav", "flac", "ogg", "mp3", "aiff")
+
+_WAVE_FORMAT_PCM = 0x0001
+_STREAMING_SIZES = {0, 0xFFFFFFFF}  # written by encoders that could not seek back to fill in the size
+
+
+class AudioError(ValueError):
+    """The file is not audio this service can decode; ``user_message`` is safe to show to the uploader."""
+
+    error_code = "invalid_audio"
+
+    def __init__(self, user_message: str, detail: str | None = None) -> None:
+        super().__init__(user_message if detail is None else f"{user_message} ({detail})")
+        self.user_message = user_message
+        self.detail = detail
+
+
+def sniff(header: bytes) -> str | None:
+    """The audio container a file's first bytes announce (one of SUPPORTED_FORMATS), or None."""
+    if len(header) >= 12 and header[:4] == b"RIFF" and header[8:12] == b"WAVE":
+        return "wav"
+    if header[:4] == b"fLaC":
+        return "flac"
+    if header[:4] == b"OggS":
+        return "ogg"
+    if len(header) >= 12 and header[:4] == b"FORM" and header[8:12] in (b"AIFF", b"AIFC"):
+        return "aiff"
+    if header[:3] == b"ID3":
+        return "mp3"
+    # An MPEG audio frame header: 11 sync bits, a valid version and layer, a valid bitrate and rate.
+    if len(header) >= 4 and header[0] == 0xFF and header[1] & 0xE0 == 0xE0:
+        version, layer = (header[1] >> 3) & 0x3, (header[1] >> 1) & 0x3
+        bitrate, rate = header[2] >> 4, (header[2] >> 2) & 0x3
+        if version != 1 and layer != 0 and bitrate not in (0, 15) and rate != 3:
+            return "mp3"
+    return None
+
+
+def is_audio(header: bytes) -> bool:
+    """Whether a file starting with ``header`` (at least HEADER_BYTES) looks like audio we can decode."""
+    return sniff(header) is not None
+
+
+@dataclass(frozen=True)
+class PcmAudio:
+    """16 kHz mono signed 16-bit little-endian PCM: ``nbytes`` bytes at ``offset`` of the file ``path``."""
+
+    path: Path
+    offset: int
+    nbytes: int
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.nbytes / BYTES_PER_SECOND
+
+    def chunks(self, seconds: float) -> Iterator[bytes]:
+        """The samples in consecutive pieces of ``seconds`` each (the last may be shorter)."""
+        size = max(SAMPLE_WIDTH, int(seconds * SAMPLE_RATE) * SAMPLE_WIDTH)
+        left = self.nbytes
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            while left > 0:
+                data = f.read(min(size, left))
+                if not data:
+                    raise AudioError("The audio file changed while it was being read.", str(self.path))
+                left -= len(data)
+                yield data
+
+    def read(self, start: float, end: float) -> bytes:
+        """The samples between ``start`` and ``end`` seconds (clipped to the audio)."""
+        first = max(0, min(self.nbytes, int(start * SAMPLE_RATE) * SAMPLE_WIDTH))
+        last = max(first, min(self.nbytes, int(end * SAMPLE_RATE) * SAMPLE_WIDTH))
+        with self.path.open("rb") as f:
+            f.seek(self.offset + first)
+            return f.read(last - first)
+
+
+@dataclass(frozen=True)
+class _WavLayout:
+    format_tag: int
+    channels: int
+    rate: int
+    bits: int
+    data_offset: int
+    data_bytes: int
+
+
+def _wav_layout(path: Path) -> _WavLayout:
+    """Walk a RIFF/WAVE file's chunks: its format and where its samples are; AudioError if broken."""
+    size = path.stat().st_size
+    fmt: tuple[int, int, int, int] | None = None
+    with path.open("rb") as f:
+        f.seek(12)
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                raise AudioError("The WAV file is truncated: it has no audio data.", "no data chunk")
+            chunk_id, chunk_size = head[:4], struct.unpack("<I", head[4:])[0]
+            if chunk_id == b"fmt ":
+                body = f.read(chunk_size)
+                if chunk_size < 16 or len(body) < 16:
+                    raise AudioError("The WAV file is damaged: its format header is too short.")
+                tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
+                fmt = (tag, channels, rate, bits)
+                f.seek(chunk_size % 2, os.SEEK_CUR)
+                continue
+            if chunk_id == b"data":
+                if fmt is None:
+                    raise AudioError("The WAV file is damaged: audio data comes before its format.")
+                offset = f.tell()
+                available = size - offset
+                if chunk_size in _STREAMING_SIZES:
+                    chunk_size = available
+                elif chunk_size > available:
+                    raise AudioError(
+                        "The WAV file is truncated: it ends before its audio data does.",
+                        f"data chunk declares {chunk_size} bytes, file has {available}",
+                    )
+                return _WavLayout(*fmt, data_offset=offset, data_bytes=chunk_size)
+            f.seek(chunk_size + chunk_size % 2, os.SEEK_CUR)
+            if f.tell() > size:
+                raise AudioError("The WAV file is truncated.", f"chunk {chunk_id!r} runs past the end")
+
+
+def _check_header(path: Path) -> str:
+    """The file's format by content; AudioError if missing, empty or not audio."""
+    try:
+        with path.open("rb") as f:
+            header = f.read(HEADER_BYTES)
+    except OSError as exc:
+        raise AudioError("The audio file could not be read.", str(exc)) from exc
+    if not header:
+        raise AudioError("The file is empty.")
+    kind = sniff(header)
+    if kind is None:
+        raise AudioError(
+            "The file is not audio in a supported format (WAV, FLAC, Ogg Vorbis, MP3 or AIFF).",
+            f"first bytes: {header[:HEADER_BYTES].hex()}",
+        )
+    return kind
+
+
+def _sox_to_raw(path: Path, kind: str, out: Path) -> None:
+    """Convert any format sox reads to raw 16 kHz mono s16le PCM in ``out``; AudioError on failure."""
+    sox = shutil.which("sox")
+    if sox is None:
+        raise AudioError(f"This server cannot decode {kind.upper()} audio.", "sox is not installed")
+    # Explicit input type: uploads are stored without a trustworthy extension.
+    command = [sox, "-V1", "-t", kind, str(path), "-t", "raw", "-e", "signed-integer", "-b", "16"]
+    command += ["-c", "1", "-r", str(SAMPLE_RATE), "-L", str(out)]
+    result = subprocess.run(command, capture_output=True, check=False)
+    if result.returncode != 0:
+        detail = result.stderr.decode(errors="replace").strip()[-2000:] or f"sox exited {result.returncode}"
+        raise AudioError(f"The {kind.upper()} file could not be decoded; it may be damaged.", detail)
+
+
+@contextmanager
+def open_pcm16k(path: Path) -> Iterator[PcmAudio]:
+    """The file's audio as 16 kHz mono PCM, decoded to a temporary file when needed (removed after)."""
+    path = Path(path)
+    kind = _check_header(path)
+    if kind == "wav":
+        layout = _wav_layout(path)
+        if (layout.format_tag, layout.channels, layout.rate, layout.bits) == (
+            _WAVE_FORMAT_PCM,
+            1,
+            SAMPLE_RATE,
+            16,
+        ):
+            audio = PcmAudio(path, layout.data_offset, layout.data_bytes - layout.data_bytes % SAMPLE_WIDTH)
+            _require_samples(audio)
+            yield audio
+            return
+    fd, name = tempfile.mkstemp(prefix="pcm16k-", suffix=".raw")
+    os.close(fd)
+    raw = Path(name)
+    try:
+        _sox_to_raw(path, kind, raw)
+        size = raw.stat().st_size
+        audio = PcmAudio(raw, 0, size - size % SAMPLE_WIDTH)
+        _require_samples(audio)
+        yield audio
+    finally:
+        raw.unlink(missing_ok=True)
+
+
+def _require_samples(audio: PcmAudio) -> None:
+    if audio.nbytes == 0:
+        raise AudioError("The audio file contains no sound (zero length).")
+
+
+def decode_to_pcm16k(path: Path) -> tuple[bytes, float]:
+    """The whole file as 16 kHz mono s16le PCM bytes and its duration in seconds (for short files)."""
+    with open_pcm16k(path) as audio:
+        return audio.read(0, audio.duration), audio.duration
