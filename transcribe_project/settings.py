@@ -78,6 +78,10 @@ PROGRESS = from_environ()
 _CAPACITY = int(PROGRESS.get("CHANNEL_CAPACITY", 1000))
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# "core" (RedisChannelLayer: per-channel queues with a capacity) or "pubsub" (RedisPubSubChannelLayer).
+REDIS_LAYER = os.environ.get("REDIS_LAYER", "core")
+if REDIS_LAYER not in {"core", "pubsub"}:
+    raise ValueError(f"REDIS_LAYER={REDIS_LAYER!r} must be 'core' or 'pubsub'")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -98,6 +102,10 @@ if REDIS_URL:
             },
         }
     }
+    if REDIS_LAYER == "pubsub":
+        _layer: dict[str, Any] = CHANNEL_LAYERS["default"]
+        _layer["BACKEND"] = "channels_redis.pubsub.RedisPubSubChannelLayer"
+        del _layer["CONFIG"]["capacity"]  # pub/sub queues in-process, unbounded
 else:
     CHANNEL_LAYERS = {
         "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": _CAPACITY}}

@@ -1,0 +1,1 @@
+"""The fan-out benchmark: the real stack on loopback against two baselines (run ``python -m bench``)."""

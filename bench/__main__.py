@@ -1,0 +1,149 @@
+"""``python -m bench [--quick] [--only ABCDE] [--servers ...]``: run the workloads, print the table."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import resource
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from . import workloads
+from .report import table
+from .stack import BASELINES, PRODUCT, Stack
+
+# The product configurations each workload compares; the expensive ones run only the chosen few.
+FULL_SERVERS = {
+    "A": [*BASELINES, *PRODUCT],
+    "B": [*BASELINES, *PRODUCT],
+    "C": [*BASELINES, "uvicorn+pubsub", "daphne+pubsub"],
+    "D": [*BASELINES, "uvicorn+pubsub", "daphne+pubsub"],
+    "E": ["pubsub", "core"],
+}
+QUICK_SERVERS = {
+    "A": [*BASELINES, "uvicorn+pubsub"],
+    "B": [*BASELINES, "uvicorn+pubsub"],
+    "C": [*BASELINES, "uvicorn+pubsub"],
+    "D": [*BASELINES, "uvicorn+pubsub"],
+    "E": ["pubsub"],
+}
+
+
+def run(
+    sizes: workloads.Sizes, servers: dict[str, list[str]], only: str, workdir: Path
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Run the selected workloads on every selected server; a failed cell records its error."""
+    results: dict[str, dict[str, dict[str, Any]]] = {w: {} for w in "ABCDE" if w in only}
+    stack = Stack(workdir)
+    s = sizes
+    try:
+        stack.start_redis()
+        stack.migrate()
+        for workload in results:
+            for kind in servers[workload]:
+                name = workload.lower()
+                started = time.monotonic()
+                try:
+                    if workload == "A":
+                        r = workloads.stream(
+                            stack,
+                            kind,
+                            name,
+                            tasks=1,
+                            watchers=s.a_watchers,
+                            count=s.a_count,
+                            rate=s.a_rate,
+                            clients=s.clients,
+                            drain=s.drain,
+                        )
+                    elif workload == "B":
+                        r = workloads.stream(
+                            stack,
+                            kind,
+                            name,
+                            tasks=1,
+                            watchers=s.b_watchers,
+                            count=s.b_count,
+                            rate=0,
+                            clients=s.clients,
+                            drain=s.drain,
+                        )
+                    elif workload == "C":
+                        r = workloads.stream(
+                            stack,
+                            kind,
+                            name,
+                            tasks=s.c_tasks,
+                            watchers=2,
+                            count=s.c_count,
+                            rate=s.c_rate,
+                            servers=2,
+                            clients=s.clients,
+                            producers=2,
+                            drain=s.drain,
+                        )
+                    elif workload == "D":
+                        r = workloads.idle(
+                            stack,
+                            kind,
+                            name,
+                            conns=s.d_conns,
+                            tasks=s.d_tasks,
+                            heartbeat=s.d_heartbeat,
+                            hold=s.d_hold,
+                            clients=s.clients,
+                        )
+                    else:
+                        r = workloads.report_cost(stack, kind, name, calls=s.e_calls)
+                except Exception as exc:
+                    traceback.print_exc()
+                    r = {"error": repr(exc)[:200]}
+                r["seconds"] = time.monotonic() - started
+                results[workload][kind] = r
+                print(f"bench: {workload} {kind} done in {r['seconds']:.1f} s", file=sys.stderr, flush=True)
+    finally:
+        stack.close()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, run, print the table (and the figures as JSON with --json)."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one product server (CI)")
+    parser.add_argument("--only", default="ABCDE", help="workloads to run, e.g. AB")
+    parser.add_argument("--servers", help="comma-separated server kinds for A-D (default: per workload)")
+    parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, database)")
+    args = parser.parse_args(argv)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 10,000 sockets need more than 1,024
+    sizes = workloads.QUICK if args.quick else workloads.Sizes()
+    servers = dict(QUICK_SERVERS if args.quick else FULL_SERVERS)
+    if args.servers:
+        chosen = args.servers.split(",")
+        servers.update({w: chosen for w in "ABCD"})
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    started = time.monotonic()
+    try:
+        results = run(sizes, servers, args.only.upper(), workdir)
+    finally:
+        if args.keep:
+            print(f"bench: work directory kept at {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(table(results, dataclasses.asdict(sizes)))
+    print(f"\n{'quick' if args.quick else 'full'} run, {time.monotonic() - started:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps({"sizes": dataclasses.asdict(sizes), "results": results}, indent=1))
+    failed = [f"{w}/{k}" for w, rows in results.items() for k, r in rows.items() if "error" in r]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Baselines the product is measured against, each a few dozen lines."""

@@ -1,0 +1,87 @@
+"""The printed table: every figure beside the baselines' from the same run, as a ratio."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# (workload, figure key, label, format, higher is better)
+COLUMNS: dict[str, list[tuple[str, str, str]]] = {
+    "A": [
+        ("p50_ms", "p50 ms", "{:.1f}"),
+        ("p99_ms", "p99 ms", "{:.1f}"),
+        ("max_ms", "max ms", "{:.1f}"),
+        ("lost", "lost", "{:d}"),
+        ("connected", "conns", "{:d}"),
+    ],
+    "B": [
+        ("msgs_per_s", "msgs/s", "{:,.0f}"),
+        ("drain_s", "drain s", "{:.2f}"),
+        ("publish_s", "publish s", "{:.2f}"),
+        ("lost", "lost", "{:d}"),
+    ],
+    "C": [
+        ("p50_ms", "p50 ms", "{:.1f}"),
+        ("p99_ms", "p99 ms", "{:.1f}"),
+        ("max_ms", "max ms", "{:.1f}"),
+        ("lost", "lost", "{:d}"),
+        ("producer_lag_s", "prod. lag s", "{:.2f}"),
+    ],
+    "D": [
+        ("connected", "conns", "{:d}"),
+        ("kb_per_conn", "KB/conn", "{:.1f}"),
+        ("rss_mb", "RSS MB", "{:.0f}"),
+        ("on_time_pct", "beats on time %", "{:.1f}"),
+        ("max_gap_s", "max gap s", "{:.1f}"),
+        ("connect_s", "connect s", "{:.1f}"),
+    ],
+    "E": [
+        ("p50_us", "p50 µs", "{:.0f}"),
+        ("p99_us", "p99 µs", "{:.0f}"),
+        ("max_us", "max µs", "{:.0f}"),
+        ("calls_per_s", "calls/s", "{:,.0f}"),
+    ],
+}
+# The figure each workload is judged by, compared with the baselines as a ratio.
+KEY = {"A": "p99_ms", "B": "msgs_per_s", "C": "p99_ms", "D": "kb_per_conn"}
+TITLES = {
+    "A": "A  1 task x {a_watchers} watchers, {a_rate:g} updates/s, {a_count} updates "
+    "(target p99 < 50 ms, 0 lost)",
+    "B": "B  1 task x {b_watchers} watchers, {b_count} updates flat out (target >= 0.5 x dict msgs/s)",
+    "C": "C  {c_tasks} tasks x 2 watchers, {c_rate:g} updates/s each, 2 server processes "
+    "(target p99 < 100 ms, 0 lost)",
+    "D": "D  {d_conns} idle sockets on one process, heartbeat every {d_heartbeat:g} s, held {d_hold:g} s "
+    "(target < 30 KB/conn)",
+    "E": "E  one sync report_progress call, durable write included, {e_calls} calls (target p99 < 1000 µs)",
+}
+
+
+def _fmt(fmt: str, value: Any) -> str:
+    return fmt.format(int(value)) if fmt == "{:d}" else fmt.format(value)
+
+
+def table(results: dict[str, dict[str, dict[str, Any]]], sizes: dict[str, Any]) -> str:
+    """Render ``results[workload][server] = figures`` as plain-text tables."""
+    lines: list[str] = []
+    for workload, rows in results.items():
+        if not rows:
+            continue
+        lines.append("")
+        lines.append(TITLES[workload].format(**sizes))
+        cols = COLUMNS[workload]
+        key = KEY.get(workload)
+        header = [f"{'server':<16}"] + [f"{label:>15}" for _, label, _ in cols]
+        if key:
+            header += [f"{'x dict':>8}", f"{'x broadcast':>12}"]
+        lines.append(" ".join(header))
+        for server, figures in rows.items():
+            if "error" in figures:
+                lines.append(f"{server:<16} failed: {figures['error']}")
+                continue
+            cells = [f"{server:<16}"] + [f"{_fmt(fmt, figures[k]):>15}" for k, _, fmt in cols]
+            if key:
+                for base, width in (("dict", 8), ("broadcast", 12)):
+                    ref = rows.get(base, {}).get(key)
+                    ratio = figures[key] / ref if ref else None
+                    cells.append(f"{ratio:>{width}.2f}" if ratio is not None else f"{'-':>{width}}")
+            lines.append(" ".join(cells))
+    return "\n".join(lines)

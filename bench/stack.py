@@ -1,0 +1,248 @@
+"""The processes of one benchmark run: redis-server, the servers under test, load clients, producers.
+
+Everything binds to 127.0.0.1 on free ports and is stopped by PID when the run ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+# Server kinds: the product (ASGI server + channel layer) and the two baselines.
+PRODUCT = ("uvicorn+pubsub", "uvicorn+core", "daphne+pubsub", "daphne+core")
+BASELINES = ("dict", "broadcast")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now, on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
+    """Return once something accepts on the port; raise if the process died first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on {port} within {timeout} s")
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+class Stack:
+    """Owns every process of a run; ``close()`` stops them all by PID."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.redis_url = ""
+        self.db_url = f"sqlite:///{workdir / 'bench.sqlite3'}"
+
+    def _spawn(self, args: list[str], env: dict[str, str], log: str, **kw: Any) -> subprocess.Popen[bytes]:
+        with open(self.workdir / log, "ab") as err:
+            out: IO[bytes] | int = kw.pop("stdout", err)
+            proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=out, stderr=err, **kw)
+        self.procs.append(proc)
+        return proc
+
+    def env(self, layer: str = "pubsub", **extra: str) -> dict[str, str]:
+        """The environment of a product process: settings from variables, as in production."""
+        env = dict(os.environ)
+        env.update(
+            DJANGO_SETTINGS_MODULE="transcribe_project.settings",
+            PYTHONPATH=str(ROOT),
+            DATABASE_URL=self.db_url,
+            DATA_DIR=str(self.workdir),
+            REDIS_URL=self.redis_url,
+            REDIS_LAYER=layer,
+            DEBUG="0",  # DEBUG keeps every SQL query in memory
+            PROGRESS_MAX_UPDATES_PER_SECOND="0",
+            PROGRESS_LOG_LEVEL="WARNING",
+        )
+        env.update(extra)
+        return env
+
+    def start_redis(self) -> None:
+        """A private redis-server, no persistence."""
+        port = free_port()
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        args = [
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+            "--maxclients",
+            "10000",
+        ]
+        proc = self._spawn(args, dict(os.environ), "redis.log")
+        wait_for_port(port, proc, "redis-server")
+        self.redis_url = f"redis://127.0.0.1:{port}/0"
+
+    def migrate(self) -> None:
+        """Create the benchmark's SQLite database."""
+        subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=self.env(), check=True)
+
+    def server(self, kind: str, heartbeat: float = 3600) -> tuple[subprocess.Popen[bytes], str]:
+        """Start one server of ``kind``; returns the process and its ws:// base URL."""
+        port = free_port()
+        hb = str(heartbeat)
+        if kind in BASELINES:
+            env = dict(os.environ, PYTHONPATH=str(ROOT), HEARTBEAT_INTERVAL=hb)
+            if kind == "dict":
+                args = [
+                    PY,
+                    "-m",
+                    "uvicorn",
+                    "bench.baselines.dict_server:app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--loop",
+                    "uvloop",
+                    "--http",
+                    "httptools",
+                    "--ws",
+                    "websockets",
+                    "--lifespan",
+                    "off",
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                ]
+            else:
+                args = [PY, "-m", "bench.baselines.broadcast_server", str(port)]
+        else:
+            server, layer = kind.split("+")
+            env = self.env(layer, PROGRESS_HEARTBEAT_INTERVAL=hb)
+            if server == "uvicorn":
+                args = [
+                    PY,
+                    "-m",
+                    "uvicorn",
+                    "transcribe_project.asgi:application",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--loop",
+                    "uvloop",
+                    "--http",
+                    "httptools",
+                    "--ws",
+                    "websockets",
+                    "--lifespan",
+                    "off",
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                ]
+            else:
+                args = [
+                    PY,
+                    "-m",
+                    "daphne",
+                    "-b",
+                    "127.0.0.1",
+                    "-p",
+                    str(port),
+                    "-v",
+                    "0",
+                    "transcribe_project.asgi:application",
+                ]
+        proc = self._spawn(args, env, f"{kind}-{port}.log")
+        wait_for_port(port, proc, kind)
+        return proc, f"ws://127.0.0.1:{port}"
+
+    def load(self, urls: list[str], concurrency: int = 100) -> subprocess.Popen[bytes]:
+        """A load-client process holding these watcher URLs; returns once it says READY."""
+        config = json.dumps({"urls": urls, "concurrency": concurrency})
+        proc = self._spawn(
+            [PY, "-m", "bench.load", config],
+            dict(os.environ, PYTHONPATH=str(ROOT)),
+            "load.log",
+            stdout=subprocess.PIPE,
+            stdin=subprocess.PIPE,
+        )
+        return proc
+
+    @staticmethod
+    def wait_ready(proc: subprocess.Popen[bytes]) -> None:
+        """Block until a load client has connected everything."""
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith(b"READY"):
+            raise RuntimeError(f"load client failed: {line[:300]!r}")
+
+    @staticmethod
+    def finish(proc: subprocess.Popen[bytes], wait: float) -> dict[str, Any]:
+        """Tell a load client to wait up to ``wait`` s for final frames, then read its results."""
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        proc.stdin.write(f"finish {wait}\n".encode())
+        proc.stdin.flush()
+        result: dict[str, Any] = json.loads(proc.stdout.readline())
+        proc.wait(30)
+        return result
+
+    def produce(self, config: dict[str, Any], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        """Start a producer process; read its JSON with ``result()``."""
+        return self._spawn(
+            [PY, "-m", "bench.producer", json.dumps(config)], env, "producer.log", stdout=subprocess.PIPE
+        )
+
+    @staticmethod
+    def result(proc: subprocess.Popen[bytes], timeout: float = 300) -> dict[str, Any]:
+        """The JSON line a producer printed."""
+        out, _ = proc.communicate(timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"producer failed ({proc.returncode}): {out[-500:]!r}")
+        return dict(json.loads(out.splitlines()[-1]))
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        """Stop one process of this run, by PID."""
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def close(self) -> None:
+        """Stop everything still running, newest first."""
+        for proc in reversed(list(self.procs)):
+            self.stop(proc)

@@ -1,0 +1,190 @@
+"""Workloads A to E: each starts its servers, drives them with load clients and producers, returns figures."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .stack import BASELINES, Stack, rss_kb
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each workload is: the issue's sizes for a full run, tiny ones for CI."""
+
+    a_watchers: int = 1000
+    a_rate: float = 10
+    a_count: int = 100
+    b_watchers: int = 100
+    b_count: int = 2000
+    c_tasks: int = 2000
+    c_rate: float = 2
+    c_count: int = 20
+    d_conns: int = 10_000
+    d_tasks: int = 1000
+    d_heartbeat: float = 10
+    d_hold: float = 25
+    e_calls: int = 2000
+    clients: int = 2
+    drain: float = 30
+
+
+QUICK = Sizes(
+    a_watchers=50,
+    a_count=10,
+    b_watchers=20,
+    b_count=200,
+    c_tasks=20,
+    c_count=4,
+    d_conns=200,
+    d_tasks=20,
+    d_heartbeat=1,
+    d_hold=2.5,
+    e_calls=200,
+    drain=10,
+)
+
+
+def pct(values: list[int], p: float) -> float:
+    """The p-th percentile (nearest rank) of a list, 0 when empty."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))])
+
+
+def _split(items: list[str], parts: int) -> list[list[str]]:
+    return [chunk for chunk in (items[i::parts] for i in range(parts)) if chunk]
+
+
+def _servers(stack: Stack, kind: str, count: int, heartbeat: float = 3600) -> list[Any]:
+    # The baselines keep their sockets in one process's memory: they cannot be run as two.
+    return [stack.server(kind, heartbeat) for _ in range(1 if kind in BASELINES else count)]
+
+
+def _init_tasks(stack: Stack, kind: str, tasks: list[str]) -> None:
+    if kind not in BASELINES:
+        layer = kind.split("+")[1]
+        stack.result(stack.produce({"target": "product", "tasks": tasks, "init": True}, stack.env(layer)))
+
+
+def stream(
+    stack: Stack,
+    kind: str,
+    name: str,
+    *,
+    tasks: int,
+    watchers: int,
+    count: int,
+    rate: float,
+    servers: int = 1,
+    clients: int = 2,
+    producers: int = 1,
+    drain: float = 30,
+) -> dict[str, Any]:
+    """Watchers on ``tasks`` tasks receive ``count`` updates per task; latency, loss and throughput."""
+    procs = _servers(stack, kind, servers)
+    try:
+        ids = [f"{name}-{kind.replace('+', '_')}-{i}" for i in range(tasks)]
+        _init_tasks(stack, kind, ids)
+        urls = [f"{procs[w % len(procs)][1]}/ws/tasks/{t}/" for t in ids for w in range(watchers)]
+        loads = [stack.load(chunk) for chunk in _split(urls, clients)]
+        for load in loads:
+            stack.wait_ready(load)
+        if kind in BASELINES:
+            env, target = stack.env(), procs[0][1]
+        else:
+            env, target = stack.env(kind.split("+")[1]), "product"
+        pubs = [
+            stack.produce({"target": target, "tasks": chunk, "count": count, "rate": rate}, env)
+            for chunk in _split(ids, producers)
+        ]
+        made = [stack.result(p) for p in pubs]
+        got = [stack.finish(load, drain) for load in loads]
+    finally:
+        for proc, _ in procs:
+            stack.stop(proc)
+    latencies = [v for g in got for v in g["latencies_us"]]
+    received = [r for g in got for r in g["received"]]
+    start, end = min(m["start"] for m in made), max(m["end"] for m in made)
+    last = max(g["last"] for g in got)
+    delivered = sum(received)
+    return {
+        "watchers": sum(g["watchers"] for g in got),
+        "connected": sum(g["connected"] for g in got),
+        "p50_ms": pct(latencies, 50) / 1000,
+        "p99_ms": pct(latencies, 99) / 1000,
+        "max_ms": pct(latencies, 100) / 1000,
+        "delivered": delivered,
+        "lost": sum(max(0, count - r) for r in received) + count * sum(g["failed"] for g in got),
+        "disorder": sum(g["disorder"] for g in got),
+        "msgs_per_s": delivered / max(1e-6, last - start),
+        "drain_s": max(0.0, last - end),
+        "publish_s": end - start,
+        "producer_lag_s": max(m["max_lag_s"] for m in made),
+    }
+
+
+def idle(
+    stack: Stack,
+    kind: str,
+    name: str,
+    *,
+    conns: int,
+    tasks: int,
+    heartbeat: float,
+    hold: float,
+    clients: int = 2,
+) -> dict[str, Any]:
+    """Hold ``conns`` quiet sockets on one server with heartbeats on: memory per socket, beats on time."""
+    procs = _servers(stack, kind, 1, heartbeat)
+    proc = procs[0][0]
+    try:
+        ids = [f"{name}-{kind.replace('+', '_')}-{i}" for i in range(tasks)]
+        _init_tasks(stack, kind, ids)
+        urls = [f"{procs[0][1]}/ws/tasks/{ids[i % tasks]}/" for i in range(conns)]
+        # One socket first, so the code every socket uses is loaded before the baseline is read.
+        warm = stack.load(urls[:1])
+        stack.wait_ready(warm)
+        stack.finish(warm, 0)
+        time.sleep(0.5)
+        before = rss_kb(proc.pid)
+        loads = [stack.load(chunk, concurrency=200) for chunk in _split(urls, clients)]
+        for load in loads:
+            stack.wait_ready(load)
+        connected_rss = rss_kb(proc.pid)
+        got = [stack.finish(load, hold) for load in loads]
+        held_rss = rss_kb(proc.pid)
+    finally:
+        stack.stop(proc)
+    connected = sum(g["connected"] for g in got)
+    gaps = [gap for g in got for gap in g["max_heartbeat_gaps"]]
+    on_time = sum(1 for gap in gaps if gap <= heartbeat * 1.5)
+    return {
+        "watchers": conns,
+        "connected": connected,
+        "failed": sum(g["failed"] for g in got),
+        "connect_s": max(g["connect_s"] for g in got),
+        "kb_per_conn": (max(connected_rss, held_rss) - before) / max(1, connected),
+        "rss_mb": max(connected_rss, held_rss) / 1024,
+        "heartbeats": sum(g["heartbeats"] for g in got),
+        "on_time_pct": 100 * on_time / max(1, len(gaps)),
+        "max_gap_s": max(gaps, default=0.0),
+    }
+
+
+def report_cost(stack: Stack, layer: str, name: str, *, calls: int) -> dict[str, Any]:
+    """The cost of one sync report_progress call, durable write and hand-off to the sender included."""
+    task = f"{name}-{layer}-0"
+    env = stack.env(layer)
+    stack.result(stack.produce({"target": "product", "tasks": [task], "init": True}, env))
+    made = stack.result(stack.produce({"target": "product", "tasks": [task], "count": calls, "rate": 0}, env))
+    costs = made["costs_us"]
+    return {
+        "calls": len(costs),
+        "p50_us": pct(costs, 50),
+        "p99_us": pct(costs, 99),
+        "max_us": pct(costs, 100),
+        "calls_per_s": len(costs) / max(1e-6, made["end"] - made["start"]),
+    }
