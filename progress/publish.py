@@ -167,17 +167,19 @@ class _Sender:
 
     def _flush(self, task_id: str) -> None:
         self.flushing.discard(task_id)
-        future = self.loop.run_in_executor(None, _db_call, store.flush, task_id)
-        future.add_done_callback(self._flushed)
+        future = self.loop.run_in_executor(None, _db_call, store.flush, task_id, _min_interval())
+        future.add_done_callback(lambda done: self._flushed(task_id, done))
 
-    def _flushed(self, future: asyncio.Future[GroupMessage | None]) -> None:
+    def _flushed(self, task_id: str, future: asyncio.Future[Outcome | None]) -> None:
         try:
-            message = future.result()
+            outcome = future.result()
         except Exception:
             log.exception("progress: could not flush a coalesced update")
             return
-        if message is not None:
-            self.put(message)
+        if outcome is not None and outcome.send is not None:
+            self.put(outcome.send)
+        if outcome is not None and outcome.flush_at is not None:
+            self.schedule_flush(task_id, outcome.flush_at)
 
     async def _run(self) -> None:
         failing = False
@@ -282,6 +284,12 @@ def _log_ignored(task_id: str, outcome: Outcome) -> None:
 # --- the API --------------------------------------------------------------------------------
 
 
+def _min_interval() -> float:
+    """Seconds between two progress fan-outs of one task (0: no coalescing)."""
+    rate = get_settings().MAX_UPDATES_PER_SECOND
+    return 1.0 / rate if rate > 0 else 0.0
+
+
 def _progress_writer(
     task_id: str,
     stage: ProgressStage | str,
@@ -290,8 +298,7 @@ def _progress_writer(
     attempt: int | None,
 ) -> Callable[[], Outcome]:
     checked_stage, checked_percentage = _check_progress(task_id, stage, percentage, message)
-    interval = get_settings().MAX_UPDATES_PER_SECOND
-    min_interval = 1.0 / interval if interval > 0 else 0.0
+    min_interval = _min_interval()
 
     def write() -> Outcome:
         return store.record_progress(

@@ -247,8 +247,8 @@ def restart(task_id: str, message: str | None = None) -> Outcome | None:
     return Outcome(Verdict.BROADCAST, task.seq, send)
 
 
-def flush(task_id: str) -> GroupMessage | None:
-    """Send the state that coalescing held back, unless something newer went out already."""
+def flush(task_id: str, min_interval: float = 0.0) -> Outcome | None:
+    """Send the state coalescing held back, once the rate allows; or say when to try again."""
     now_ts = time.time()
     with transaction.atomic():
         task = _locked(task_id)
@@ -256,9 +256,12 @@ def flush(task_id: str) -> GroupMessage | None:
             return None
         if task.seq <= task.broadcast_seq:
             return None
+        if task.broadcast_at is not None and now_ts < task.broadcast_at + min_interval:
+            # Another report or flush went out meanwhile: sending now would exceed the rate.
+            return Outcome(Verdict.COALESCE, task.seq, flush_at=task.broadcast_at + min_interval)
         send = _fan_out(task, _progress_frame(task, task.updated_at), now_ts)
         task.save(update_fields=["broadcast_seq", "broadcast_at"])
-    return send
+    return Outcome(Verdict.BROADCAST, task.seq, send)
 
 
 def beat(task_id: str, attempt: int | None = None) -> bool:

@@ -253,7 +253,8 @@ def test_store_coalescing_sends_few_and_flush_delivers_final_value():
     # At most one fan-out per interval (plus the first): the rest are held back.
     assert len(sends) <= elapsed / min_interval + 2
     assert all(o.flush_at is not None and o.send is None for o in coalesced)
-    last = store.flush("job1") or sends[-1]
+    flushed = store.flush("job1")
+    last = flushed.send if flushed is not None and flushed.send is not None else sends[-1]
     final = ProgressMessage.model_validate_json(last["text"])
     assert (final.seq, final.percentage, final.message) == (1001, 100, "step 1000")
     assert store.flush("job1") is None
@@ -265,3 +266,18 @@ def test_store_flush_after_terminal_sends_nothing():
     progress("job1", C, 100, min_interval=60)
     assert store.flush("job1") is None
     assert store.flush("nobody") is None
+
+
+def test_store_flush_too_soon_waits_for_the_interval():
+    progress("job1", T, 0)
+    progress("job1", T, 1, min_interval=60)
+    sent_at = Task.objects.get(pk="job1").broadcast_at
+    assert sent_at is not None
+    early = store.flush("job1", min_interval=60)
+    assert early is not None
+    assert (early.send, early.flush_at) == (None, sent_at + 60)
+    assert Task.objects.get(pk="job1").broadcast_seq == 1
+    due = store.flush("job1", min_interval=0.0)
+    assert due is not None
+    assert due.send is not None
+    assert ProgressMessage.model_validate_json(due.send["text"]).percentage == 1
