@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import struct
@@ -12,10 +13,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
 SAMPLE_RATE = 16_000
 SAMPLE_WIDTH = 2
 BYTES_PER_SECOND = SAMPLE_RATE * SAMPLE_WIDTH
-HEADER_BYTES = 12
+HEADER_BYTES = 64
 """Bytes of a file's start that ``sniff`` / ``is_audio`` need."""
 SUPPORTED_FORMATS = ("wav", "flac", "ogg", "mp3", "aiff")
 
@@ -41,7 +44,8 @@ def sniff(header: bytes) -> str | None:
     if header[:4] == b"fLaC":
         return "flac"
     if header[:4] == b"OggS":
-        return "ogg"
+        # sox reads Ogg Vorbis only; an Opus stream names its codec in the first page.
+        return None if b"OpusHead" in header else "ogg"
     if len(header) >= 12 and header[:4] == b"FORM" and header[8:12] in (b"AIFF", b"AIFC"):
         return "aiff"
     if header[:3] == b"ID3":
@@ -166,12 +170,18 @@ def _sox_to_raw(path: Path, kind: str, out: Path) -> None:
     if sox is None:
         raise AudioError(f"This server cannot decode {kind.upper()} audio.", "sox is not installed")
     # Explicit input type: uploads are stored without a trustworthy extension.
-    command = [sox, "-V1", "-t", kind, str(path), "-t", "raw", "-e", "signed-integer", "-b", "16"]
+    command = [sox, "-V2", "-t", kind, str(path), "-t", "raw", "-e", "signed-integer", "-b", "16"]
     command += ["-c", "1", "-r", str(SAMPLE_RATE), "-L", str(out)]
     result = subprocess.run(command, capture_output=True, check=False)
-    if result.returncode != 0:
-        detail = result.stderr.decode(errors="replace").strip()[-2000:] or f"sox exited {result.returncode}"
-        raise AudioError(f"The {kind.upper()} file could not be decoded; it may be damaged.", detail)
+    messages = result.stderr.decode(errors="replace").strip()
+    # sox exits 0 on some decoder failures (a FLAC cut short) but says FAIL.
+    if result.returncode != 0 or " FAIL " in messages:
+        detail = messages[-2000:] or f"sox exited {result.returncode}"
+        raise AudioError(
+            f"The {kind.upper()} file could not be decoded; it may be damaged or cut short.", detail
+        )
+    if messages:
+        log.warning("sox decoding %s: %s", path, messages[-2000:])
 
 
 @contextmanager
