@@ -36,8 +36,9 @@ def _fresh_layer() -> Iterator[None]:
 @pytest.fixture
 def fast_progress(settings: Any) -> dict[str, Any]:
     """PROGRESS settings for tests: no coalescing, a long heartbeat (tests that want one set it)."""
-    settings.PROGRESS = {"MAX_UPDATES_PER_SECOND": 0, "HEARTBEAT_INTERVAL": 3600}
-    return settings.PROGRESS
+    progress: dict[str, Any] = {"MAX_UPDATES_PER_SECOND": 0, "HEARTBEAT_INTERVAL": 3600}
+    settings.PROGRESS = progress
+    return progress
 
 
 def application() -> Any:

@@ -129,7 +129,8 @@ async def test_consumer_sync_report_from_thread_reaches_watchers():
     async with watching("/ws/tasks/job1/") as client:
         await receive(client)
         worker = threading.Thread(target=report_progress, args=("job1", "transcribing", 42, "chunk 1"))
-        await asyncio.get_running_loop().run_in_executor(None, lambda: (worker.start(), worker.join()))
+        worker.start()
+        await asyncio.to_thread(worker.join)
         message = await receive(client)
         assert isinstance(message, ProgressMessage)
         assert (message.percentage, message.message) == (42, "chunk 1")
