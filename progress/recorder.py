@@ -18,7 +18,7 @@ from .schemas import ProgressStage, TaskStatus, utcnow
 
 log = logging.getLogger("progress")
 
-__all__ = ["Job", "JobFailed", "claim", "track"]
+__all__ = ["Job", "JobCancelled", "JobFailed", "claim", "track"]
 
 _USER_MESSAGE_MAX = 500
 _DETAIL_MAX = 10_000
@@ -32,6 +32,10 @@ class JobFailed(Exception):
         self.error_code = error_code
         self.user_message = user_message
         self.technical_detail = technical_detail
+
+
+class JobCancelled(Exception):
+    """Raised by ``Job.check()`` once the attempt was taken away: the job stops without reporting."""
 
 
 class Job:
@@ -61,6 +65,11 @@ class Job:
     def result(self, value: Any) -> None:
         self._result = value
         self._has_result = True
+
+    def check(self) -> None:
+        """Raise JobCancelled if this attempt no longer owns the task, so a job stops wasted work."""
+        if self.cancelled:
+            raise JobCancelled(f"task {self.task_id} attempt {self.attempt} was cancelled")
 
     def progress(self, stage: ProgressStage | str, percentage: float, message: str | None = None) -> bool:
         """Report this attempt's progress; True if it changed the task. Never raises."""
@@ -106,6 +115,9 @@ class Job:
             return False
         if not isinstance(exc, Exception):
             return False  # KeyboardInterrupt, SystemExit: the process is going; the reaper reports it
+        if isinstance(exc, JobCancelled):
+            log.info("progress: job %s attempt %s stopped: cancelled", self.task_id, self.attempt)
+            return True
         detail = "".join(traceback.format_exception(kind, exc, tb))
         if isinstance(exc, JobFailed):
             log.warning("progress: job %s failed: %s", self.task_id, exc.user_message)

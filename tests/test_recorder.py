@@ -167,3 +167,17 @@ def test_recorder_track_works_without_a_claim():
         job.progress("aligning", 5)
         job.result = 1
     assert Task.objects.get(pk="job1").status == "complete"
+
+
+def test_recorder_check_stops_a_cancelled_job_without_reporting():
+    job = claim(queued(), 1, beat_interval=0.05)
+    assert job is not None
+    reached = []
+    with job:
+        job.check()
+        report_error("job1", "worker_lost", "Gone.", attempt=1)
+        assert wait_for(lambda: job.cancelled)
+        job.check()
+        reached.append("after")
+    assert reached == []
+    assert Task.objects.get(pk="job1").error_code == "worker_lost"

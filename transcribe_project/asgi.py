@@ -16,13 +16,15 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from progress.publish import bind_server_loop  # noqa: E402
+from progress.reaper import ensure_started as ensure_reaper  # noqa: E402
 from progress.routing import websocket_urlpatterns  # noqa: E402
+from transcription.upload import UploadGuard  # noqa: E402
 
 router = ProtocolTypeRouter(
     {
         # Static files (the JS client) straight from the apps, so a bare daphne or uvicorn serves
         # the progress page too; a deployment with a CDN or proxy in front may drop this.
-        "http": ASGIStaticFilesHandler(django_asgi_app),
+        "http": UploadGuard(ASGIStaticFilesHandler(django_asgi_app)),
         # Browsers send Origin; other clients must send one whose host is in ALLOWED_HOSTS.
         "websocket": AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)),
     }
@@ -32,6 +34,7 @@ router = ProtocolTypeRouter(
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """The router, plus lifespan support and binding the loop sync producers publish on."""
     bind_server_loop()
+    ensure_reaper()  # every server process fails dead jobs; no scheduler process is needed
     if scope["type"] == "lifespan":
         while True:
             message = await receive()

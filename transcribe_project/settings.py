@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "progress",
+    "transcription",
 ]
 
 MIDDLEWARE = [
@@ -111,6 +112,26 @@ else:
         "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": _CAPACITY}}
     }
 
+# Uploads stream to temporary files under MEDIA_ROOT (never whole into memory), then move into it.
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", DATA_DIR / "media"))
+FILE_UPLOAD_TEMP_DIR = MEDIA_ROOT / "tmp"
+FILE_UPLOAD_TEMP_DIR.mkdir(parents=True, exist_ok=True)
+FILE_UPLOAD_HANDLERS = ["django.core.files.uploadhandler.TemporaryFileUploadHandler"]
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440  # also what Django's ASGI handler keeps of a body in memory
+TRANSCRIPTION_WORKERS = int(os.environ.get("TRANSCRIPTION_WORKERS", "2"))
+"""Jobs run at once by the in-process pool (embedded default, no REDIS_URL)."""
+
+# Celery (jobs on Redis when REDIS_URL is set): a job is acknowledged only when it ends, and a job
+# whose worker process died goes back to the queue; the job's claim makes a redelivery harmless.
+CELERY_BROKER_URL = REDIS_URL
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_TIMEOUT = 5
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = False
@@ -124,5 +145,6 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
         "progress": {"handlers": ["console"], "level": os.environ.get("PROGRESS_LOG_LEVEL", "INFO")},
+        "transcription": {"handlers": ["console"], "level": os.environ.get("PROGRESS_LOG_LEVEL", "INFO")},
     },
 }

@@ -1,0 +1,22 @@
+"""What the transcription app stores beside the progress state: the upload and its transcript."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Transcription(models.Model):
+    """One uploaded audio file and, once its job completes, the transcript; keyed by the task id."""
+
+    task_id = models.CharField(primary_key=True, max_length=64)
+    audio_path = models.CharField(max_length=500, blank=True)
+    """The upload, relative to MEDIA_ROOT; emptied once the transcript is stored and the file removed."""
+    original_name = models.CharField(max_length=255, blank=True)
+    size = models.PositiveBigIntegerField(default=0)
+    result = models.JSONField(null=True, blank=True)
+    """The transcript: {"text", "segments", "words"}."""
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.task_id} {self.original_name} {'done' if self.result is not None else 'pending'}"

@@ -1,0 +1,16 @@
+"""HTTP routes of the transcription API (included before progress.urls)."""
+
+from __future__ import annotations
+
+from django.urls import re_path
+
+from . import views
+
+app_name = "transcription"
+
+urlpatterns = [
+    re_path(r"^api/tasks/?$", views.create_task, name="create-task"),
+    re_path(r"^api/tasks/(?P<task_id>[^/]+)/result/?$", views.task_result, name="task-result"),
+    re_path(r"^api/tasks/(?P<task_id>[^/]+)/retry/?$", views.retry_task, name="task-retry"),
+    re_path(r"^api/csrf/?$", views.csrf_token, name="csrf-token"),
+]
