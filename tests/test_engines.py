@@ -153,3 +153,15 @@ def test_pocketsphinx_align_keeps_the_words_and_retimes_them(speech, utterances)
         assert all(after.start <= w.start < w.end <= after.end + 0.05 for w in after.words)
     assert steps == sorted(steps)
     assert steps[-1] == 1.0
+
+
+def test_pocketsphinx_cuts_speech_without_pauses_into_bounded_utterances(speech, utterances):
+    engine = PocketSphinxEngine()
+    engine.max_utterance_seconds = 2.0
+    with open_pcm16k(speech) as audio:
+        pcm = audio.read(0, audio.duration)
+    engine.feed(pcm)
+    cut = engine.finish()
+    assert len(cut) > len(utterances)
+    assert all(u.end - u.start <= 2.05 for u in cut)
+    assert fraction_recognised(SPEECH_TEXT, " ".join(u.text for u in cut)) >= 0.6

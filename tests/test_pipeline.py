@@ -63,7 +63,8 @@ def test_transcribing_rises_from_0_to_100_in_many_steps(run, speech):
 
 def test_transcribing_percentage_follows_the_audio_heard(run):
     _, recorder = run
-    for stage, percentage, message in recorder.reports:
+    assert recorder.reports[0] == (ProgressStage.TRANSCRIBING, 0, "decoding audio")
+    for stage, percentage, message in recorder.reports[1:]:
         if stage is ProgressStage.TRANSCRIBING:
             match = re.fullmatch(r"([\d.]+) s of ([\d.]+) s", message or "")
             assert match

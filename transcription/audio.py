@@ -146,8 +146,8 @@ def _wav_layout(path: Path) -> _WavLayout:
                 raise AudioError("The WAV file is truncated.", f"chunk {chunk_id!r} runs past the end")
 
 
-def _check_header(path: Path) -> str:
-    """The file's format by content; AudioError if missing, empty or not audio."""
+def check_file(path: Path) -> str:
+    """The file's format by content (cheap: reads its header); AudioError if missing, empty or not audio."""
     try:
         with path.open("rb") as f:
             header = f.read(HEADER_BYTES)
@@ -188,7 +188,7 @@ def _sox_to_raw(path: Path, kind: str, out: Path) -> None:
 def open_pcm16k(path: Path) -> Iterator[PcmAudio]:
     """The file's audio as 16 kHz mono PCM, decoded to a temporary file when needed (removed after)."""
     path = Path(path)
-    kind = _check_header(path)
+    kind = check_file(path)
     if kind == "wav":
         layout = _wav_layout(path)
         if (layout.format_tag, layout.channels, layout.rate, layout.bits) == (

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from .audio import SAMPLE_RATE, PcmAudio
+from .audio import BYTES_PER_SECOND, SAMPLE_RATE, PcmAudio
 
 DEFAULT_ENGINE = "transcription.engines.PocketSphinxEngine"
 DEFAULT_DIARIZER = "transcription.engines.SingleSpeakerDiarizer"
@@ -101,9 +101,15 @@ def _is_word(token: str) -> bool:
 
 
 class PocketSphinxEngine(Engine):
-    """CMU PocketSphinx with its bundled US English model; endpointed by its voice activity detector."""
+    """CMU PocketSphinx with its bundled US English model; endpointed by its voice activity detector.
+
+    PocketSphinx holds the GIL while it decodes, so every call into it is kept short (a VAD frame, an
+    alignment piece, an utterance of at most ``max_utterance_seconds``): a job's heartbeat thread runs.
+    """
 
     frame_seconds = 0.01  # the acoustic model's frame rate: 100 frames per second
+    max_utterance_seconds = 30.0
+    align_piece_seconds = 0.5
 
     def __init__(self, **config: Any) -> None:
         from pocketsphinx import Decoder, Endpointer
@@ -112,6 +118,7 @@ class PocketSphinxEngine(Engine):
         self._endpointer = Endpointer(sample_rate=SAMPLE_RATE)
         self._pending = b""
         self._start: float | None = None
+        self._fed = 0  # bytes of the current utterance decoded so far
         self._utterances: list[Utterance] = []
 
     def feed(self, pcm: bytes) -> None:
@@ -127,12 +134,21 @@ class PocketSphinxEngine(Engine):
         """Route one endpointer result: start, continue or end an utterance."""
         if speech is None:
             return
+        if self._start is not None and self._fed >= self.max_utterance_seconds * BYTES_PER_SECOND:
+            # Speech without a pause: cut it, so no single native call grows long (see class docstring).
+            start = self._start + self._fed / BYTES_PER_SECOND
+            self._end_utterance()
+            self._begin_utterance(start)
         if self._start is None:
-            self._start = float(self._endpointer.speech_start)
-            self._decoder.start_utt()
+            self._begin_utterance(float(self._endpointer.speech_start))
         self._decoder.process_raw(speech, False, False)
+        self._fed += len(speech)
         if not self._endpointer.in_speech:
             self._end_utterance()
+
+    def _begin_utterance(self, start: float) -> None:
+        self._start, self._fed = start, 0
+        self._decoder.start_utt()
 
     def _end_utterance(self) -> None:
         assert self._start is not None
@@ -140,7 +156,7 @@ class PocketSphinxEngine(Engine):
         hyp = self._decoder.hyp()
         words = self._words(self._start)
         text = hyp.hypstr.strip() if hyp is not None else ""
-        start, end = round(self._start, 2), round(max(float(self._endpointer.speech_end), self._start), 2)
+        start, end = round(self._start, 2), round(self._start + self._fed / BYTES_PER_SECOND, 2)
         if text:
             self._utterances.append(Utterance(start, end, text, words))
         self._start = None
@@ -178,7 +194,10 @@ class PocketSphinxEngine(Engine):
         try:
             self._decoder.set_align_text(" ".join(w.word for w in utt.words))
             self._decoder.start_utt()
-            self._decoder.process_raw(audio.read(utt.start, utt.end), False, True)
+            pcm = audio.read(utt.start, utt.end)
+            piece = int(self.align_piece_seconds * BYTES_PER_SECOND)
+            for i in range(0, len(pcm), piece):
+                self._decoder.process_raw(pcm[i : i + piece], False, False)
             self._decoder.end_utt()
         except (RuntimeError, ValueError, KeyError):
             return utt

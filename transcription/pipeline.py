@@ -11,7 +11,7 @@ from typing import Any
 
 from progress.schemas import ProgressStage
 
-from .audio import AudioError, PcmAudio, open_pcm16k
+from .audio import AudioError, PcmAudio, check_file, open_pcm16k
 from .engines import Segment, Utterance, Word, load_diarizer, load_engine
 
 __all__ = [
@@ -76,9 +76,14 @@ def transcribe_file(path: Path, on_progress: ProgressCallback, *, engine: str | 
     Reports TRANSCRIBING (percentage = audio processed), ALIGNING, then DIARIZING, each from 0 to 100.
     ``engine`` is a dotted path overriding ``settings.TRANSCRIPTION_ENGINE``.
     """
-    with open_pcm16k(Path(path)) as audio:
-        recogniser = load_engine(engine)
-        utterances = _recognise(audio, recogniser.feed, recogniser.finish, on_progress)
+    path = Path(path)
+    check_file(path)  # refuse non-audio before reporting anything
+    recogniser = load_engine(engine)
+    diarizer = load_diarizer()
+    transcribing = _StageReporter(on_progress, ProgressStage.TRANSCRIBING)
+    transcribing(0.0, "decoding audio")  # converting a long compressed file takes a while
+    with open_pcm16k(path) as audio:
+        utterances = _recognise(audio, recogniser.feed, recogniser.finish, transcribing)
 
         aligning = _StageReporter(on_progress, ProgressStage.ALIGNING)
         aligning(0.0)
@@ -87,7 +92,7 @@ def transcribe_file(path: Path, on_progress: ProgressCallback, *, engine: str | 
 
         diarizing = _StageReporter(on_progress, ProgressStage.DIARIZING)
         diarizing(0.0)
-        segments = load_diarizer().diarize(audio, utterances, diarizing.step) if utterances else []
+        segments = diarizer.diarize(audio, utterances, diarizing.step) if utterances else []
         diarizing(1.0)
 
     words = [w for u in utterances for w in u.words]
@@ -98,10 +103,9 @@ def _recognise(
     audio: PcmAudio,
     feed: Callable[[bytes], None],
     finish: Callable[[], list[Utterance]],
-    on_progress: ProgressCallback,
+    transcribing: _StageReporter,
 ) -> list[Utterance]:
     """Feed the audio chunk by chunk, reporting how much of it has been heard."""
-    transcribing = _StageReporter(on_progress, ProgressStage.TRANSCRIBING)
     total = audio.duration
     transcribing(0.0, f"0.0 s of {total:.1f} s")
     started, done = time.monotonic(), 0
