@@ -120,6 +120,12 @@ FILE_UPLOAD_HANDLERS = ["django.core.files.uploadhandler.TemporaryFileUploadHand
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440  # also what Django's ASGI handler keeps of a body in memory
 TRANSCRIPTION_WORKERS = int(os.environ.get("TRANSCRIPTION_WORKERS", "2"))
 """Jobs run at once by the in-process pool (embedded default, no REDIS_URL)."""
+TRANSCRIPTION_ENGINE = os.environ.get("TRANSCRIPTION_ENGINE", "transcription.engines.PocketSphinxEngine")
+"""Dotted path of the recogniser (a transcription.engines.Engine subclass)."""
+TRANSCRIPTION_DIARIZER = os.environ.get(
+    "TRANSCRIPTION_DIARIZER", "transcription.engines.SingleSpeakerDiarizer"
+)
+"""Dotted path of the diarizer; the default labels everything SPEAKER_1 (no real diarization)."""
 
 # Celery (jobs on Redis when REDIS_URL is set): a job is acknowledged only when it ends, and a job
 # whose worker process died goes back to the queue; the job's claim makes a redelivery harmless.
