@@ -12,7 +12,9 @@ import pytest
 from transcription.audio import (
     BYTES_PER_SECOND,
     HEADER_BYTES,
+    SUPPORTED_FORMATS,
     AudioError,
+    decodable_formats,
     decode_to_pcm16k,
     is_audio,
     open_pcm16k,
@@ -232,3 +234,23 @@ def test_flac_cut_short_is_refused(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(AudioError, match="cut short"):
         decode_to_pcm16k(path)
+
+
+def test_decodable_formats_are_what_this_machine_reads():
+    # scripts/setup.sh installs sox and libsox-fmt-mp3, so every supported format decodes here.
+    assert decodable_formats() == frozenset(SUPPORTED_FORMATS)
+
+
+def test_without_sox_only_plain_wav_is_accepted(tmp_path, monkeypatch):
+    wav = tone(tmp_path / "a.wav", "-r", "16000", "-c", "1", "-b", "16")
+    flac = tone(tmp_path / "a.flac", "-r", "16000")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    decodable_formats.cache_clear()
+    try:
+        assert decodable_formats() == frozenset({"wav"})
+        assert not is_audio(header(flac))
+        with pytest.raises(AudioError, match="cannot decode FLAC"):
+            decode_to_pcm16k(flac)
+        assert decode_to_pcm16k(wav)[1] == pytest.approx(1.0)
+    finally:
+        decodable_formats.cache_clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -61,7 +62,19 @@ def sniff(header: bytes) -> str | None:
 
 def is_audio(header: bytes) -> bool:
     """Whether a file starting with ``header`` (at least HEADER_BYTES) looks like audio we can decode."""
-    return sniff(header) is not None
+    return sniff(header) in decodable_formats()
+
+
+@functools.cache
+def decodable_formats() -> frozenset[str]:
+    """The SUPPORTED_FORMATS this machine decodes: WAV always, the others if its sox reads them."""
+    sox = shutil.which("sox")
+    if sox is None:
+        return frozenset({"wav"})
+    usage = subprocess.run([sox, "-h"], capture_output=True, text=True, check=False).stdout
+    line = next((x for x in usage.splitlines() if x.startswith("AUDIO FILE FORMATS:")), "")
+    readable = set(line.partition(":")[2].split())
+    return frozenset({"wav"} | {f for f in SUPPORTED_FORMATS if f in readable})
 
 
 @dataclass(frozen=True)
@@ -160,6 +173,11 @@ def check_file(path: Path) -> str:
         raise AudioError(
             "The file is not audio in a supported format (WAV, FLAC, Ogg Vorbis, MP3 or AIFF).",
             f"first bytes: {header[:HEADER_BYTES].hex()}",
+        )
+    if kind not in decodable_formats():
+        raise AudioError(
+            f"This server cannot decode {kind.upper()} audio; please upload WAV or FLAC.",
+            f"sox here reads only {sorted(decodable_formats())} (MP3 needs Debian's libsox-fmt-mp3)",
         )
     return kind
 

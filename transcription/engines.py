@@ -58,7 +58,11 @@ class Utterance:
 
 
 class Engine(abc.ABC):
-    """A recogniser: fed 16 kHz mono s16le PCM in order, it returns utterances with word timings."""
+    """A recogniser: fed 16 kHz mono s16le PCM in order, it returns utterances with word timings.
+
+    One instance serves one file. An engine that needs the whole file (WhisperX) may buffer in
+    ``feed`` and work in ``finish``; the TRANSCRIBING percentage then waits at 99 meanwhile.
+    """
 
     @abc.abstractmethod
     def feed(self, pcm: bytes) -> None:
