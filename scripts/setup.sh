@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(redis-server flite sox)
+packages=(redis-server flite sox libsox-fmt-mp3)
 [[ "${1:-}" == "--with-browser" ]] && packages+=(chromium)
 missing=()
 for p in "${packages[@]}"; do
