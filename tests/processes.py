@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -112,10 +113,14 @@ def spawn(args: Sequence[str], env: Mapping[str, str], log_path: Path) -> subpro
 class Server:
     """A running HTTP/WebSocket server process of this project on 127.0.0.1."""
 
-    def __init__(self, process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+    def __init__(
+        self, process: subprocess.Popen[bytes], port: int, log_path: Path, env: Mapping[str, str]
+    ) -> None:
         self.process = process
         self.port = port
         self.log_path = log_path
+        self.env = dict(env)
+        """The server's environment, for ``manage`` calls against the same database and layer."""
 
     def url(self, path: str = "/") -> str:
         """The http:// URL of ``path`` on this server."""
@@ -124,6 +129,13 @@ class Server:
     def ws_url(self, path: str) -> str:
         """The ws:// URL of ``path`` on this server."""
         return f"ws://127.0.0.1:{self.port}{path}"
+
+    def connect(self, path: str, **kwargs: Any) -> Any:
+        """A ``websockets`` client of ``path`` sending the allowed Origin, never through a proxy."""
+        from websockets.asyncio.client import connect
+
+        options: dict[str, Any] = {"origin": ORIGIN, "proxy": None, "open_timeout": 60, **kwargs}
+        return connect(self.ws_url(path), **options)
 
     def log(self) -> str:
         """Everything the server printed so far."""
@@ -139,7 +151,7 @@ def running(args: Sequence[str], env: Mapping[str, str], port: int, log_path: Pa
             wait_for_port(port, process)
         except (RuntimeError, TimeoutError) as exc:
             raise RuntimeError(f"{exc}; its output:\n{log_path.read_text(errors='replace')}") from None
-        yield Server(process, port, log_path)
+        yield Server(process, port, log_path, env)
     finally:
         stop(process)
 

@@ -1,0 +1,113 @@
+"""The Redis channel layer for real: group fan-out, 200 simultaneous connects to daphne, idle heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from progress import areport_progress
+from progress.schemas import (
+    HeartbeatMessage,
+    PongMessage,
+    ProgressMessage,
+    SnapshotMessage,
+    parse_server_message,
+)
+from tests import processes
+from tests.conftest import RedisServer, receive, watching
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("fast_progress")
+async def test_redis_layer_group_fan_out(redis_layer: RedisServer):
+    await areport_progress("job1", "queued", 0)
+    await areport_progress("job2", "queued", 0)
+    async with (
+        watching("/ws/tasks/job1/") as a,
+        watching("/ws/tasks/job1/") as b,
+        watching("/ws/tasks/job2/") as c,
+    ):
+        for client in (a, b, c):
+            assert isinstance(await receive(client), SnapshotMessage)
+        await areport_progress("job1", "transcribing", 10)
+        for client in (a, b):
+            message = await receive(client, timeout=10)
+            assert isinstance(message, ProgressMessage)
+            assert (message.task_id, message.seq, message.percentage) == ("job1", 2, 10)
+        assert await c.receive_nothing(0.5)
+
+
+@pytest.fixture
+def daphne_on_redis(redis_server: RedisServer, tmp_path: Path) -> Iterator[processes.Server]:
+    """A real daphne process on the Redis layer with a migrated SQLite file and a task ``load``."""
+    env = processes.project_env(
+        tmp_path,
+        REDIS_URL=redis_server.url,
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        PROGRESS_HEARTBEAT_INTERVAL="1",
+    )
+    processes.migrate(env)
+    processes.manage(["report_progress", "load", "queued", "0"], env)
+    with processes.daphne(env, tmp_path / "daphne.log") as server:
+        yield server
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+async def test_redis_layer_200_simultaneous_connects_then_fan_out(daphne_on_redis: processes.Server):
+    server, count = daphne_on_redis, 200
+    snapshots: list[SnapshotMessage] = []
+    all_connected = asyncio.Event()
+
+    async def watcher() -> ProgressMessage:
+        async with server.connect("/ws/tasks/load/", ping_interval=None) as ws:
+            first = parse_server_message(await asyncio.wait_for(ws.recv(), 120))
+            assert isinstance(first, SnapshotMessage)
+            snapshots.append(first)
+            if len(snapshots) == count:
+                all_connected.set()
+            while True:
+                message = parse_server_message(await asyncio.wait_for(ws.recv(), 120))
+                if isinstance(message, ProgressMessage):
+                    return message
+
+    tasks = [asyncio.create_task(watcher()) for _ in range(count)]
+    connected = asyncio.create_task(all_connected.wait())
+    await asyncio.wait([connected, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    failed = [t.exception() for t in tasks if t.done()]
+    for task in (connected, *tasks):
+        if failed:
+            task.cancel()
+    assert failed == [], f"{len(failed)} of {count} connects failed: {failed[:3]}\n{server.log()[-3000:]}"
+    # All 200 sockets are up; a report from another process (as a Celery worker) reaches every one.
+    await asyncio.to_thread(processes.manage, ["report_progress", "load", "transcribing", "10"], server.env)
+    arrived = await asyncio.gather(*tasks)
+    assert [s.seq for s in snapshots] == [1] * count
+    assert [(m.seq, m.percentage) for m in arrived] == [(2, 10)] * count
+    assert "Traceback" not in server.log()
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+async def test_redis_layer_idle_connection_stays_open_with_heartbeats(daphne_on_redis: processes.Server):
+    async with daphne_on_redis.connect("/ws/tasks/load/", ping_interval=None) as ws:
+        assert isinstance(parse_server_message(await ws.recv()), SnapshotMessage)
+        loop = asyncio.get_running_loop()
+        started, beats = loop.time(), 0
+        while loop.time() - started < 11:
+            message = parse_server_message(await asyncio.wait_for(ws.recv(), 10))
+            assert isinstance(message, HeartbeatMessage)
+            beats += 1
+        # About one a second for 11 s; a loaded machine may delay some, none may be missing entirely.
+        assert beats >= 7
+        await ws.send('{"type": "ping"}')
+        reply = parse_server_message(await asyncio.wait_for(ws.recv(), 10))
+        while isinstance(reply, HeartbeatMessage):
+            reply = parse_server_message(await asyncio.wait_for(ws.recv(), 10))
+        assert isinstance(reply, PongMessage)
+    assert "1011" not in daphne_on_redis.log()
