@@ -1,0 +1,83 @@
+"""``manage.py runserver`` on the embedded defaults (SQLite, in-memory layer) serves the protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from progress.schemas import (
+    HeartbeatMessage,
+    ProgressStage,
+    ProtocolErrorCode,
+    ProtocolErrorMessage,
+    SnapshotMessage,
+    parse_server_message,
+)
+from tests import processes
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[processes.Server]:
+    """runserver with a fresh DATA_DIR (migrated) holding one task, ``demo``, reported from a shell."""
+    data_dir = tmp_path_factory.mktemp("embedded")
+    env = processes.project_env(data_dir, PROGRESS_HEARTBEAT_INTERVAL="0.5")
+    processes.migrate(env)
+    processes.manage(["report_progress", "demo", "transcribing", "25", "--message", "chunk 1"], env)
+    with processes.runserver(env, data_dir / "runserver.log") as server:
+        yield server
+
+
+async def test_runserver_snapshot_then_heartbeat(embedded_server: processes.Server):
+    async with embedded_server.connect("/ws/tasks/demo/", ping_interval=None) as ws:
+        snapshot = parse_server_message(await asyncio.wait_for(ws.recv(), 30))
+        assert isinstance(snapshot, SnapshotMessage)
+        assert (snapshot.seq, snapshot.stage, snapshot.percentage, snapshot.message) == (
+            1,
+            ProgressStage.TRANSCRIBING,
+            25,
+            "chunk 1",
+        )
+        assert isinstance(parse_server_message(await asyncio.wait_for(ws.recv(), 30)), HeartbeatMessage)
+
+
+async def test_runserver_unknown_task_closes_4404(embedded_server: processes.Server):
+    async with embedded_server.connect("/ws/tasks/nobody/", ping_interval=None) as ws:
+        reply = parse_server_message(await asyncio.wait_for(ws.recv(), 30))
+        assert isinstance(reply, ProtocolErrorMessage)
+        assert reply.code is ProtocolErrorCode.UNKNOWN_TASK
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 30)
+        assert ws.close_code == 4404
+
+
+@pytest.mark.parametrize("path", ["/ws/tasks/bad%20id/", "/ws/elsewhere/"])
+async def test_runserver_bad_path_refused_at_handshake(embedded_server: processes.Server, path: str):
+    with pytest.raises(InvalidStatus) as refused:
+        async with embedded_server.connect(path):
+            pass
+    assert refused.value.response.status_code == 403
+    assert "Traceback" not in embedded_server.log()
+
+
+async def test_runserver_http_snapshot(embedded_server: processes.Server):
+    def fetch() -> dict[str, object]:
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via an http_proxy
+        with direct.open(embedded_server.url("/api/tasks/demo/"), timeout=30) as response:
+            result: dict[str, object] = json.load(response)
+            return result
+
+    body = await asyncio.to_thread(fetch)
+    assert SnapshotMessage.model_validate(body).percentage == 25
+
+
+def test_runserver_uses_the_embedded_database(embedded_server: processes.Server):
+    assert Path(embedded_server.env["DATA_DIR"], "db.sqlite3").is_file()
+    assert "REDIS_URL" not in embedded_server.env
