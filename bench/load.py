@@ -2,7 +2,7 @@
 
 Run by the orchestrator as ``python -m bench.load CONFIG_JSON``. It connects every watcher, prints
 ``READY``, then reads one stdin line ``finish SECONDS``: it waits up to that long for every watcher's
-final frame (stage ``complete``), closes all sockets and prints one JSON line of results.
+final frame (stage ``complete``), closes all sockets and writes its results as JSON to ``out``.
 """
 
 from __future__ import annotations
@@ -157,8 +157,10 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     config = json.loads(sys.argv[1])
     result = uvloop.run(run(config))
-    sys.stdout.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
+    # A file, not the pipe: results run to megabytes, and the event loop may leave stdout non-blocking.
+    with open(config["out"], "w") as out:
+        json.dump(result, out)
+    print("DONE", flush=True)
 
 
 if __name__ == "__main__":

@@ -124,7 +124,7 @@ async def run_ws(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    """Entry point: the config is one JSON argument; prints one JSON line."""
+    """Entry point: the config is one JSON argument; results go to its ``out`` file."""
     config = json.loads(sys.argv[1])
     if config["target"] == "product":
         result = run_product(config)
@@ -132,8 +132,8 @@ def main() -> None:
         import uvloop
 
         result = uvloop.run(run_ws(config))
-    sys.stdout.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
+    with open(config["out"], "w") as out:
+        json.dump(result, out)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# (workload, figure key, label, format, higher is better)
+# Per workload: (figure key, column label, format).
 COLUMNS: dict[str, list[tuple[str, str, str]]] = {
     "A": [
         ("p50_ms", "p50 ms", "{:.1f}"),
@@ -17,6 +17,7 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("msgs_per_s", "msgs/s", "{:,.0f}"),
         ("drain_s", "drain s", "{:.2f}"),
         ("publish_s", "publish s", "{:.2f}"),
+        ("cpu_us_per_msg", "CPU µs/msg", "{:.1f}"),
         ("lost", "lost", "{:d}"),
     ],
     "C": [

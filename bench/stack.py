@@ -53,6 +53,12 @@ def rss_kb(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Stack:
     """Owns every process of a run; ``close()`` stops them all by PID."""
 
@@ -60,6 +66,8 @@ class Stack:
         self.workdir = workdir
         self.procs: list[subprocess.Popen[bytes]] = []
         self.redis_url = ""
+        self.outputs: dict[int, Path] = {}
+        self.counter = 0
         self.db_url = f"sqlite:///{workdir / 'bench.sqlite3'}"
 
     def _spawn(self, args: list[str], env: dict[str, str], log: str, **kw: Any) -> subprocess.Popen[bytes]:
@@ -181,20 +189,40 @@ class Stack:
                     "0",
                     "transcribe_project.asgi:application",
                 ]
+        profiler = Path(PY).with_name("py-spy")
+        if os.environ.get("BENCH_PROFILE") and profiler.exists():
+            # Sampled without pausing the server; collapsed stacks for reading, written when it stops.
+            out = self.workdir / f"profile-{kind}-{port}.txt"
+            args = [
+                str(profiler),
+                "record",
+                "--nonblocking",
+                "--format",
+                "raw",
+                "-r",
+                "200",
+                "-o",
+                str(out),
+                "--",
+                *args,
+            ]
         proc = self._spawn(args, env, f"{kind}-{port}.log")
         wait_for_port(port, proc, kind)
         return proc, f"ws://127.0.0.1:{port}"
 
+    def _out(self, proc_kind: str) -> Path:
+        self.counter += 1
+        return self.workdir / f"{proc_kind}-{self.counter}.json"
+
     def load(self, urls: list[str], concurrency: int = 100) -> subprocess.Popen[bytes]:
-        """A load-client process holding these watcher URLs; returns once it says READY."""
-        config = json.dumps({"urls": urls, "concurrency": concurrency})
+        """A load-client process holding these watcher URLs; ``wait_ready`` until it has connected."""
+        out = self._out("load")
+        config = json.dumps({"urls": urls, "concurrency": concurrency, "out": str(out)})
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
         proc = self._spawn(
-            [PY, "-m", "bench.load", config],
-            dict(os.environ, PYTHONPATH=str(ROOT)),
-            "load.log",
-            stdout=subprocess.PIPE,
-            stdin=subprocess.PIPE,
+            [PY, "-m", "bench.load", config], env, "load.log", stdout=subprocess.PIPE, stdin=subprocess.PIPE
         )
+        self.outputs[proc.pid] = out
         return proc
 
     @staticmethod
@@ -203,37 +231,42 @@ class Stack:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         if not line.startswith(b"READY"):
-            raise RuntimeError(f"load client failed: {line[:300]!r}")
+            raise RuntimeError(f"load client failed (see load.log): {line[:300]!r}")
 
-    @staticmethod
-    def finish(proc: subprocess.Popen[bytes], wait: float) -> dict[str, Any]:
+    def finish(self, proc: subprocess.Popen[bytes], wait: float) -> dict[str, Any]:
         """Tell a load client to wait up to ``wait`` s for final frames, then read its results."""
         assert proc.stdin is not None
         assert proc.stdout is not None
         proc.stdin.write(f"finish {wait}\n".encode())
         proc.stdin.flush()
-        result: dict[str, Any] = json.loads(proc.stdout.readline())
+        line = proc.stdout.readline()
         proc.wait(30)
+        if not line.startswith(b"DONE"):
+            raise RuntimeError(f"load client failed (see load.log): {line[:300]!r}")
+        result: dict[str, Any] = json.loads(self.outputs.pop(proc.pid).read_text())
         return result
 
     def produce(self, config: dict[str, Any], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        """Start a producer process; read its JSON with ``result()``."""
-        return self._spawn(
-            [PY, "-m", "bench.producer", json.dumps(config)], env, "producer.log", stdout=subprocess.PIPE
+        """Start a producer process; read its figures with ``result()``."""
+        out = self._out("producer")
+        proc = self._spawn(
+            [PY, "-m", "bench.producer", json.dumps({**config, "out": str(out)})], env, "producer.log"
         )
+        self.outputs[proc.pid] = out
+        return proc
 
-    @staticmethod
-    def result(proc: subprocess.Popen[bytes], timeout: float = 300) -> dict[str, Any]:
-        """The JSON line a producer printed."""
-        out, _ = proc.communicate(timeout=timeout)
-        if proc.returncode != 0:
-            raise RuntimeError(f"producer failed ({proc.returncode}): {out[-500:]!r}")
-        return dict(json.loads(out.splitlines()[-1]))
+    def result(self, proc: subprocess.Popen[bytes], timeout: float = 300) -> dict[str, Any]:
+        """The figures a producer wrote, once it has exited."""
+        if proc.wait(timeout) != 0:
+            raise RuntimeError(f"producer failed ({proc.returncode}): see producer.log")
+        result: dict[str, Any] = json.loads(self.outputs.pop(proc.pid).read_text())
+        return result
 
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
         """Stop one process of this run, by PID."""
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+            # py-spy writes its profile on SIGINT.
+            proc.send_signal(signal.SIGINT if str(proc.args[0]).endswith("py-spy") else signal.SIGTERM)
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .stack import BASELINES, Stack, rss_kb
+from .stack import BASELINES, Stack, cpu_seconds, rss_kb
 
 
 @dataclass(frozen=True)
@@ -96,12 +96,14 @@ def stream(
             env, target = stack.env(), procs[0][1]
         else:
             env, target = stack.env(kind.split("+")[1]), "product"
+        cpu_before = sum(cpu_seconds(p.pid) for p, _ in procs)
         pubs = [
             stack.produce({"target": target, "tasks": chunk, "count": count, "rate": rate}, env)
             for chunk in _split(ids, producers)
         ]
         made = [stack.result(p) for p in pubs]
         got = [stack.finish(load, drain) for load in loads]
+        cpu = sum(cpu_seconds(p.pid) for p, _ in procs) - cpu_before
     finally:
         for proc, _ in procs:
             stack.stop(proc)
@@ -120,6 +122,8 @@ def stream(
         "lost": sum(max(0, count - r) for r in received) + count * sum(g["failed"] for g in got),
         "disorder": sum(g["disorder"] for g in got),
         "msgs_per_s": delivered / max(1e-6, last - start),
+        # Server CPU per delivered frame: what the design costs, whatever else shares the machine.
+        "cpu_us_per_msg": 1e6 * cpu / max(1, delivered),
         "drain_s": max(0.0, last - end),
         "publish_s": end - start,
         "producer_lag_s": max(m["max_lag_s"] for m in made),
