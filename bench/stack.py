@@ -68,6 +68,7 @@ class Stack:
         self.redis_url = ""
         self.outputs: dict[int, Path] = {}
         self.counter = 0
+        self.profiled: set[int] = set()
         self.db_url = f"sqlite:///{workdir / 'bench.sqlite3'}"
 
     def _spawn(self, args: list[str], env: dict[str, str], log: str, **kw: Any) -> subprocess.Popen[bytes]:
@@ -207,6 +208,8 @@ class Stack:
                 *args,
             ]
         proc = self._spawn(args, env, f"{kind}-{port}.log")
+        if args[0].endswith("py-spy"):
+            self.profiled.add(proc.pid)
         wait_for_port(port, proc, kind)
         return proc, f"ws://127.0.0.1:{port}"
 
@@ -266,7 +269,7 @@ class Stack:
         """Stop one process of this run, by PID."""
         if proc.poll() is None:
             # py-spy writes its profile on SIGINT.
-            proc.send_signal(signal.SIGINT if str(proc.args[0]).endswith("py-spy") else signal.SIGTERM)
+            proc.send_signal(signal.SIGINT if proc.pid in self.profiled else signal.SIGTERM)
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
