@@ -1,0 +1,146 @@
+"""What the end-to-end tests do as outside clients: HTTP with CSRF, WebSocket watchers, Celery workers."""
+
+from __future__ import annotations
+
+import asyncio
+import http.cookiejar
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from subprocess import Popen
+from typing import Any
+
+import websockets
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
+from websockets.exceptions import WebSocketException
+from websockets.typing import Origin
+
+from progress.schemas import ErrorMessage, ProgressMessage, SnapshotMessage, parse_server_message
+from tests.processes import ORIGIN, PYTHON, Server, spawn
+
+
+class Http:
+    """A script's HTTP session against one server: keeps cookies, sends the CSRF token."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        )
+        self.token = ""
+
+    def call(
+        self, method: str, path: str, body: bytes | None = None, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """The status and JSON body of one request."""
+        request = urllib.request.Request(
+            self.server.url(path), data=body, method=method, headers=dict(headers or {})
+        )
+        if method != "GET":
+            if not self.token:
+                self.token = self.call("GET", "/api/csrf/")[1]["csrf_token"]
+            request.add_header("X-CSRFToken", self.token)
+        try:
+            with self.opener.open(request, timeout=60) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    def upload(self, name: str, content: bytes, query: str = "") -> tuple[int, dict[str, Any]]:
+        """POST /api/tasks/ with ``content`` as the multipart field ``file``, as curl -F would."""
+        body = encode_multipart(BOUNDARY, {"file": SimpleUploadedFile(name, content)})
+        return self.call("POST", f"/api/tasks/{query}", body, {"Content-Type": MULTIPART_CONTENT})
+
+
+@dataclass
+class Watcher:
+    """A WebSocket client of one task on one server; reconnects with ?last_seq until the task ends."""
+
+    server: Server
+    task_id: str
+    frames: list[tuple[float, Any]] = field(default_factory=list)
+    last_seq: int = 0
+    reconnects: int = 0
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def final(self) -> Any:
+        """The terminal frame, once received."""
+        for _, frame in self.frames:
+            if isinstance(frame, ErrorMessage) or (
+                isinstance(frame, ProgressMessage) and frame.stage == "complete"
+            ):
+                return frame
+        return None
+
+    def stages(self) -> list[str]:
+        """Every stage this watcher learnt of, in order: the snapshot's history, then live frames."""
+        seen: list[str] = []
+        for _, frame in self.frames:
+            names = []
+            if isinstance(frame, SnapshotMessage):
+                # The history is read after the state and may run ahead of it; live frames bring the rest.
+                names = [h.stage.value for h in frame.history if h.seq <= frame.seq]
+            if isinstance(frame, ProgressMessage | SnapshotMessage):
+                names.append(frame.stage.value)
+            seen.extend(n for n in names if not seen or seen[-1] != n)
+        return seen
+
+    def live(self, stage: str) -> list[int]:
+        """The percentages of live progress frames in ``stage``, in arrival order."""
+        return [f.percentage for _, f in self.frames if isinstance(f, ProgressMessage) and f.stage == stage]
+
+    async def run(self, attempt: int | None = None) -> None:
+        """Collect frames until a terminal frame (of ``attempt``, if given) arrives."""
+        while True:
+            query = f"?last_seq={self.last_seq}" if self.last_seq else ""
+            try:
+                async with websockets.connect(
+                    self.server.ws_url(f"/ws/tasks/{self.task_id}/{query}"), origin=Origin(ORIGIN)
+                ) as ws:
+                    self.connected.set()
+                    async for raw in ws:
+                        frame = parse_server_message(raw)
+                        self.frames.append((time.monotonic(), frame))
+                        self.last_seq = max(self.last_seq, getattr(frame, "seq", 0))
+                        final = self.final
+                        if final is not None and (attempt is None or final.attempt == attempt):
+                            return
+            except (OSError, TimeoutError, WebSocketException):  # the server or Redis away: retry
+                pass
+            final = self.final
+            if final is not None and (attempt is None or final.attempt == attempt):
+                return
+            self.reconnects += 1
+            await asyncio.sleep(0.3)
+
+
+def celery_worker(env: Mapping[str, str], log_path: Path, timeout: float = 90) -> Popen[bytes]:
+    """A Celery worker process (solo pool: the job runs in the process a SIGKILL hits), once ready."""
+    args = [PYTHON, "-m", "celery", "-A", "transcribe_project", "worker", "-P", "solo", "-l", "info"]
+    args += [
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "-n",
+        f"w{time.monotonic_ns()}@e2e",
+    ]
+    process = spawn(args, env, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if "ready." in log_path.read_text(errors="replace"):
+            return process
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise RuntimeError(f"celery worker did not start:\n{log_path.read_text(errors='replace')}")
+
+
+def files_under(root: Path) -> list[Path]:
+    """Every file below ``root`` (none if it does not exist)."""
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
