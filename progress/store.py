@@ -328,17 +328,21 @@ def catch_up(task_id: str, after_seq: int) -> CatchUp | None:
     task = Task.objects.filter(pk=task_id).first()
     if task is None:
         return None
+    final = task.status != TaskStatus.RUNNING.value
     frames: list[tuple[int, str]] = []
     last = after_seq
-    for seq, payload in (
+    for seq, stage, payload in (
         TaskEvent.objects.filter(task_id=task_id, seq__gt=after_seq)
         .order_by("seq")
-        .values_list("seq", "payload")
+        .values_list("seq", "stage", "payload")
     ):
         frames.append((seq, payload))
         last = seq
+        if seq >= task.seq:
+            # Read after the task row, so possibly newer: an error or completion here ends the task.
+            final = stage is None or stage == ProgressStage.COMPLETE.value
     if task.seq > last:
         # Progress within a stage is not kept as events: the latest value stands for them all.
         frames.append((task.seq, _progress_frame(task, task.updated_at)))
         last = task.seq
-    return CatchUp(frames, max(last, after_seq), task.status != TaskStatus.RUNNING.value)
+    return CatchUp(frames, max(last, after_seq), final)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -281,3 +282,26 @@ def test_store_flush_too_soon_waits_for_the_interval():
     assert due is not None
     assert due.send is not None
     assert ProgressMessage.model_validate_json(due.send["text"]).percentage == 1
+
+
+def test_store_catch_up_sees_an_end_written_between_its_reads(monkeypatch):
+    progress("job1", T, 10)
+    real = TaskEvent.objects
+
+    class RacingEvents:
+        """TaskEvent's manager, with an error report landing just before the events are read."""
+
+        create = staticmethod(real.create)
+
+        @staticmethod
+        def filter(**kwargs: object) -> object:
+            monkeypatch.setattr(store, "TaskEvent", TaskEvent)
+            error("job1")
+            return real.filter(**kwargs)
+
+    monkeypatch.setattr(store, "TaskEvent", SimpleNamespace(objects=RacingEvents))
+    result = store.catch_up("job1", 1)
+    assert result is not None
+    assert [seq for seq, _ in result.frames] == [2]
+    assert json.loads(result.frames[-1][1])["type"] == "error"
+    assert result.final
