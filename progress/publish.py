@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
+import math
 import os
 import threading
 import time
@@ -42,7 +43,7 @@ def _check_progress(
     task_id: str, stage: ProgressStage | str, percentage: float, message: str | None
 ) -> tuple[ProgressStage, int]:
     """Validate a progress report's arguments, raising ValueError at the call site."""
-    if isinstance(percentage, bool) or not isinstance(percentage, Real):
+    if isinstance(percentage, bool) or not isinstance(percentage, Real) or not math.isfinite(percentage):
         raise ValueError(f"percentage must be a number from 0 to 100, not {percentage!r}")
     try:
         checked = ProgressMessage(task_id=task_id, stage=stage, percentage=round(percentage), message=message)

@@ -35,6 +35,8 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
         (("job1", "queued", True), "percentage"),
         (("job1", "queued", "x"), "percentage"),
         (("job1", "queued", None), "percentage"),
+        (("job1", "queued", float("inf")), "percentage"),
+        (("job1", "queued", float("nan")), "percentage"),
         (("bad id", "queued", 0), "task_id"),
         (("", "queued", 0), "task_id"),
         (("x" * 65, "queued", 0), "task_id"),
