@@ -14,9 +14,9 @@ import pytest
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 
-from progress import areport_progress, report_progress
+from progress import areport_progress, publish, report_progress
 from progress.models import Task, TaskEvent
-from progress.schemas import ErrorMessage, ProgressMessage, ProgressStage, SnapshotMessage
+from progress.schemas import ErrorMessage, HeartbeatMessage, ProgressMessage, ProgressStage, SnapshotMessage
 from tests.conftest import RedisServer, receive, watching
 from tests.processes import ROOT, project_env
 
@@ -147,6 +147,21 @@ async def test_delivery_regressing_report_not_broadcast():
         message = await receive(client)
         assert isinstance(message, ProgressMessage)
         assert (message.seq, message.percentage) == (2, 51)
+
+
+async def test_delivery_heartbeat_recovers_a_message_never_fanned_out(settings):
+    settings.PROGRESS = {"MAX_UPDATES_PER_SECOND": 0, "HEARTBEAT_INTERVAL": 0.2}
+    await areport_progress("job1", "transcribing", 10)
+    async with watching("/ws/tasks/job1/") as client:
+        await receive(client)
+        # As from a process whose layer cannot reach this server: stored, never sent live.
+        publish._server_loop = None
+        assert await asyncio.to_thread(report_progress, "job1", "aligning", 5)
+        message = await receive(client)
+        while isinstance(message, HeartbeatMessage):
+            message = await receive(client)
+        assert isinstance(message, ProgressMessage)
+        assert (message.seq, message.stage.value, message.percentage) == (2, "aligning", 5)
 
 
 def _plan(worker: int) -> list[tuple[str, int]]:
