@@ -1,4 +1,4 @@
-"""The WebSocket end: one consumer per watcher, fed by its task's channel-layer group."""
+"""The WebSocket end: one consumer per watcher, fed its task's group messages by the process's hub."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import deque
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 
-from . import store
+from . import fanout, store
 from .conf import get_settings
 from .publish import bind_server_loop
 from .schemas import (
@@ -45,6 +46,11 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     order: asyncio.Lock
     """Held while frames about the task are sent, so live and caught-up frames never interleave."""
     heartbeat: asyncio.Task[None] | None
+    inbox: deque[dict[str, Any]] | None
+    """Group messages handed over by the process's hub, not yet sent (None until the first)."""
+    pump: asyncio.Task[None] | None
+    ready: bool
+    """Set once connect() has sent the snapshot or catch-up: live frames wait until then."""
 
     async def connect(self) -> None:
         """Join the task's group first, then send what the watcher has not seen."""
@@ -56,9 +62,11 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.protocol_errors = 0
         self.heartbeat = None
         self.order = asyncio.Lock()
+        self.inbox = self.pump = None
+        self.ready = False
         # Joining before reading the state means nothing published in between is lost;
         # what arrives twice is dropped by seq in task_event().
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await fanout.hub(self.channel_layer).join(self.group, self)
         await self.accept()
         resume_from, problem = self._resume_from()
         if problem:
@@ -74,6 +82,9 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             return
         if not self.finished:
             self.heartbeat = asyncio.create_task(self._beat())
+            self.ready = True
+            if self.inbox:
+                self.pump = asyncio.create_task(self._pump())
 
     def _resume_from(self) -> tuple[int | None, str | None]:
         """The ``last_seq`` query parameter (the last seq this watcher saw), or why it is unusable."""
@@ -129,6 +140,27 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.task_event(message)
         else:
             await super().dispatch(message)
+
+    def deliver(self, event: dict[str, Any]) -> None:
+        """Take a group message from the hub; one task per burst sends them in arrival order."""
+        if self.inbox is None:
+            self.inbox = deque()
+        self.inbox.append(event)
+        if self.pump is None and self.ready:
+            self.pump = asyncio.create_task(self._pump())
+
+    async def _pump(self) -> None:
+        inbox = self.inbox
+        try:
+            while inbox:
+                await self.task_event(inbox.popleft())
+        except Exception:
+            # A socket that failed mid-send: the client resumes by seq when it reconnects.
+            log.exception("progress: could not send to a watcher of task %s", self.task_id)
+            if inbox:
+                inbox.clear()
+        finally:
+            self.pump = None
 
     async def task_event(self, event: dict[str, Any]) -> None:
         """A message published to the task's group: forward it if it is the next one."""
@@ -214,12 +246,13 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def disconnect(self, code: int) -> None:
         """Leave the task's group and stop the heartbeat."""
-        if self.heartbeat is not None:
-            self.heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.heartbeat
+        for task in (getattr(self, "heartbeat", None), getattr(self, "pump", None)):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if hasattr(self, "group"):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            await fanout.hub(self.channel_layer).leave(self.group, self)
 
 
 def _newer_than(task_id: str, seq: int) -> bool:
