@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import time
 from datetime import timedelta
 
 import pytest
@@ -15,6 +17,7 @@ from progress.reaper import WORKER_LOST, areap, ensure_started, reap
 from progress.recorder import claim
 from progress.schemas import ErrorMessage, SnapshotMessage, utcnow
 from tests.conftest import receive, watching
+from tests.processes import PYTHON, ROOT, manage, migrate, project_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_progress")]
 
@@ -83,3 +86,32 @@ async def test_reaper_on_the_server_loop_tells_watchers(settings):
         assert isinstance(error, ErrorMessage)
         assert (error.error_code, error.attempt) == (WORKER_LOST, 1)
     reaper_module._loop_tasks.pop(asyncio.get_running_loop()).cancel()
+
+
+REAPER_PROCESS = """
+import django, time
+django.setup()
+from progress.reaper import start_thread
+assert start_thread() and not start_thread()
+time.sleep(60)
+"""
+
+
+def test_reaper_thread_fails_quiet_jobs_in_a_process_without_a_server(tmp_path):
+    """What each Celery worker runs (worker_ready): the only reaper a deployment without servers up needs."""
+    env = project_env(tmp_path, PROGRESS_STALE_AFTER="0.4")
+    migrate(env)
+    script = "from progress import report_progress; from progress.recorder import claim; "
+    script += "report_progress('job1', 'queued', 0); assert claim('job1', 1)"
+    manage(["shell", "-v", "0", "-c", script], env)
+    process = subprocess.Popen([PYTHON, "-c", REAPER_PROCESS], env=env, cwd=ROOT, stderr=subprocess.PIPE)
+    try:
+        check = "from progress.models import Task; print(Task.objects.get(pk='job1').error_code)"
+        deadline = time.monotonic() + 30
+        while (code := manage(["shell", "-v", "0", "-c", check], env).strip()) == "None":
+            assert time.monotonic() < deadline, "the reaper thread failed nothing"
+            time.sleep(0.2)
+        assert code == WORKER_LOST
+    finally:
+        process.kill()
+        process.wait()
