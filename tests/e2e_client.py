@@ -120,9 +120,11 @@ class Watcher:
             await asyncio.sleep(0.3)
 
 
-def celery_worker(env: Mapping[str, str], log_path: Path, timeout: float = 90) -> Popen[bytes]:
-    """A Celery worker process (solo pool: the job runs in the process a SIGKILL hits), once ready."""
-    args = [PYTHON, "-m", "celery", "-A", "transcribe_project", "worker", "-P", "solo", "-l", "info"]
+def celery_worker(
+    env: Mapping[str, str], log_path: Path, pool: str = "solo", timeout: float = 90
+) -> Popen[bytes]:
+    """A Celery worker process, once ready (solo pool: the job runs in the process a SIGKILL hits)."""
+    args = [PYTHON, "-m", "celery", "-A", "transcribe_project", "worker", "-P", pool, "-c", "1", "-l", "info"]
     args += [
         "--without-gossip",
         "--without-mingle",
@@ -144,3 +146,16 @@ def celery_worker(env: Mapping[str, str], log_path: Path, timeout: float = 90) -
 def files_under(root: Path) -> list[Path]:
     """Every file below ``root`` (none if it does not exist)."""
     return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+def children(pid: int) -> list[int]:
+    """The PIDs of the processes whose parent is ``pid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found

@@ -16,7 +16,7 @@ import pytest
 
 from progress.schemas import ErrorMessage, ProgressMessage
 from tests.conftest import RedisServer
-from tests.e2e_client import Http, Watcher, celery_worker, files_under
+from tests.e2e_client import Http, Watcher, celery_worker, children, files_under
 from tests.fixtures_audio import fraction_recognised, make_speech_wav, spoken_text
 from tests.processes import Server, daphne, migrate, project_env, runserver, stop
 
@@ -202,6 +202,32 @@ async def test_e2e_scaled_redis_restart_watchers_catch_up(scaled, long_speech):
         assert server.process.poll() is None
         assert Http(server).call("GET", f"/api/tasks/{task_id}/")[1]["status"] == "complete"
     assert_complete_transcript(client, task_id, long_speech)
+
+
+async def test_e2e_scaled_redelivered_job_does_not_run_twice(scaled, long_speech):
+    """A prefork child killed mid-job: Celery requeues its message; the redelivery finds the attempt
+    taken and does nothing, and the reaper fails the task."""
+    log = scaled.log("prefork")
+    worker = await asyncio.to_thread(celery_worker, scaled.env, log, "prefork")
+    try:
+        _, task_id = await upload(scaled, long_speech)
+        watchers, tasks = await watch(scaled, task_id)
+        await asyncio.to_thread(wait_for_progress, watchers[0], "transcribing", 10)
+        (child,) = children(worker.pid)
+        os.kill(child, signal.SIGKILL)
+        await asyncio.wait_for(asyncio.gather(*tasks), STALE_AFTER * 4 + 30)
+        skipped = f"task {task_id} attempt 1 is not waiting to run; skipped"
+        deadline = time.monotonic() + 30
+        while skipped not in log.read_text(errors="replace"):
+            assert time.monotonic() < deadline, log.read_text(errors="replace")
+            await asyncio.sleep(0.1)
+    finally:
+        stop(worker)
+    assert log.read_text(errors="replace").count("Task transcription.transcribe[") >= 2
+    for watcher in watchers:
+        assert isinstance(watcher.final, ErrorMessage)
+        assert watcher.final.error_code == "worker_lost"
+        assert watcher.live("aligning") == []
 
 
 def assert_rejects_leave_nothing(stack: Stack) -> None:
