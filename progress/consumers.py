@@ -118,12 +118,11 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             if result is None:
                 return False
             if self.last_seq > result.seq:
-                # A seq from the future (another server's database, a forged value): start over.
-                detail = f"last_seq {self.last_seq} is beyond this task's seq {result.seq}"
+                # A seq from the future (another server's database, a forged value): start over
+                # with a snapshot, which tells the client to forget the seq it had.
+                detail = f"last_seq {self.last_seq} is beyond this task's seq {result.seq}; sent a snapshot"
                 await self._protocol_error(ProtocolErrorCode.BAD_LAST_SEQ, detail)
-                self.last_seq = 0
-                result = await _catch_up(self.task_id, 0)
-                assert result is not None
+                return await self._send_snapshot()
             for seq, frame in result.frames:
                 if seq > self.last_seq and not self.finished:
                     await self.send(text_data=frame)

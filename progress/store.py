@@ -61,6 +61,7 @@ class CatchUp:
 
     frames: list[tuple[int, str]]
     seq: int
+    """The task's newest seq; a watcher claiming more has seen another database (or lies)."""
     final: bool
 
 
@@ -344,5 +345,4 @@ def catch_up(task_id: str, after_seq: int) -> CatchUp | None:
     if task.seq > last:
         # Progress within a stage is not kept as events: the latest value stands for them all.
         frames.append((task.seq, _progress_frame(task, task.updated_at)))
-        last = task.seq
-    return CatchUp(frames, max(last, after_seq), final)
+    return CatchUp(frames, max(task.seq, frames[-1][0] if frames else 0), final)

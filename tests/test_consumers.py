@@ -165,3 +165,28 @@ async def test_consumer_late_joiner_gets_snapshot_with_every_stage():
         assert isinstance(done, ProgressMessage)
         assert done.seq == snapshot.seq + 1
         assert done.stage is ProgressStage.COMPLETE
+
+
+async def test_consumer_resume_from_future_seq_gets_error_then_snapshot():
+    for stage in ("queued", "transcribing", "aligning"):
+        await areport_progress("job1", stage, 0)
+    async with watching("/ws/tasks/job1/?last_seq=99") as client:
+        reply = await receive(client)
+        assert isinstance(reply, ProtocolErrorMessage)
+        assert reply.code is ProtocolErrorCode.BAD_LAST_SEQ
+        snapshot = await receive(client)
+        assert isinstance(snapshot, SnapshotMessage)
+        assert snapshot.seq == 3
+        await areport_progress("job1", "diarizing", 0)
+        live = await receive(client)
+        assert isinstance(live, ProgressMessage)
+        assert live.seq == 4
+
+
+async def test_consumer_resume_with_bad_last_seq_gets_error_then_snapshot():
+    await areport_progress("job1", "queued", 0)
+    async with watching("/ws/tasks/job1/?last_seq=-1") as client:
+        reply = await receive(client)
+        assert isinstance(reply, ProtocolErrorMessage)
+        assert reply.code is ProtocolErrorCode.BAD_LAST_SEQ
+        assert isinstance(await receive(client), SnapshotMessage)

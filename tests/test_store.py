@@ -219,11 +219,11 @@ def test_store_catch_up_ends_with_terminal():
     assert result.final
 
 
-def test_store_catch_up_keeps_a_future_seq():
+def test_store_catch_up_from_a_future_seq_reports_the_real_seq():
     progress("job1", Q, 0)
     result = store.catch_up("job1", 9)
     assert result is not None
-    assert (result.frames, result.seq) == ([], 9)
+    assert (result.frames, result.seq) == ([], 1)
 
 
 def test_store_snapshot_and_terminal_frame():
