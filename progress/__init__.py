@@ -17,16 +17,24 @@ if TYPE_CHECKING:
         report_progress,
         restart_task,
     )
+    from .recorder import Job, JobCancelled, JobFailed, claim, track
     from .schemas import ProgressStage
 
+_RECORDER = ("Job", "JobCancelled", "JobFailed", "claim", "track")
+
 __all__ = [
+    "Job",
+    "JobCancelled",
+    "JobFailed",
     "ProgressStage",
     "areport_error",
     "areport_progress",
     "arestart_task",
+    "claim",
     "report_error",
     "report_progress",
     "restart_task",
+    "track",
 ]
 
 
@@ -36,6 +44,10 @@ def __getattr__(name: str) -> Any:
         from .schemas import ProgressStage
 
         return ProgressStage
+    if name in _RECORDER:
+        from . import recorder
+
+        return getattr(recorder, name)
     if name in __all__:
         from . import publish
 

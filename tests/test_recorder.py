@@ -181,3 +181,10 @@ def test_recorder_check_stops_a_cancelled_job_without_reporting():
         reached.append("after")
     assert reached == []
     assert Task.objects.get(pk="job1").error_code == "worker_lost"
+
+
+def test_recorder_api_is_exported_by_the_package():
+    import progress
+    from progress import recorder
+
+    assert (progress.track, progress.claim, progress.JobFailed) == (recorder.track, recorder.claim, JobFailed)
