@@ -190,3 +190,27 @@ async def test_consumer_resume_with_bad_last_seq_gets_error_then_snapshot():
         assert isinstance(reply, ProtocolErrorMessage)
         assert reply.code is ProtocolErrorCode.BAD_LAST_SEQ
         assert isinstance(await receive(client), SnapshotMessage)
+
+
+async def test_consumer_disconnect_leaves_group_and_publishing_still_works():
+    from channels.layers import get_channel_layer
+
+    from progress.store import group_name
+
+    await areport_progress("job1", "queued", 0)
+    layer = get_channel_layer()
+    async with watching("/ws/tasks/job1/") as stays:
+        await receive(stays)
+        async with watching("/ws/tasks/job1/") as leaves:
+            await receive(leaves)
+            assert layer.groups.get(group_name("job1"))
+        assert await areport_progress("job1", "transcribing", 10)
+        message = await receive(stays)
+        assert isinstance(message, ProgressMessage)
+        assert message.seq == 2
+    assert not layer.groups.get(group_name("job1"))
+    assert await areport_progress("job1", "transcribing", 20)
+    async with watching("/ws/tasks/job1/?last_seq=2") as back:
+        message = await receive(back)
+        assert isinstance(message, ProgressMessage)
+        assert (message.seq, message.percentage) == (3, 20)
