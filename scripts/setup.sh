@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh Debian machine: system packages, then .venv.
-# Idempotent: skips what is already there. Usage: scripts/setup.sh [--with-browser]
+# Idempotent: skips what is already there. Usage: scripts/setup.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(redis-server flite sox libsox-fmt-mp3)
-[[ "${1:-}" == "--with-browser" ]] && packages+=(chromium)
+packages=(redis-server flite sox libsox-fmt-mp3 chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
