@@ -175,14 +175,8 @@ async def _finish(task_id: str, watchers: list[Watcher]) -> int:
     return final
 
 
-@hypothesis_settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(script=ops, rate=st.sampled_from([0, 50]), heartbeat=st.sampled_from([3600, 0.02]))
-async def test_delivery_property_no_watcher_misses_anything(settings, script, rate, heartbeat):
-    settings.PROGRESS = {"MAX_UPDATES_PER_SECOND": rate, "HEARTBEAT_INTERVAL": heartbeat}
+async def _check(script: list[Op]) -> None:
+    """Play one script on a new task; every watcher must have got everything, once, in order."""
     task_id = f"prop{next(_task_ids)}"
     await areport_progress(task_id, "queued", 0)
     watchers = await _play(task_id, script)
@@ -205,3 +199,27 @@ async def test_delivery_property_no_watcher_misses_anything(settings, script, ra
         assert watcher.last == final
         assert watcher.frames[-1][1] == events[final] if watcher.frames else watcher.baseline == final
         assert watcher.close_codes[-1] == 1000
+
+
+_examples = hypothesis_settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+_rates = st.sampled_from([0, 50])
+_heartbeats = st.sampled_from([3600, 0.02])
+
+
+@_examples
+@given(script=ops, rate=_rates, heartbeat=_heartbeats)
+async def test_delivery_property_no_watcher_misses_anything(settings, script, rate, heartbeat):
+    settings.PROGRESS = {"MAX_UPDATES_PER_SECOND": rate, "HEARTBEAT_INTERVAL": heartbeat}
+    await _check(script)
+
+
+@pytest.mark.redis
+@hypothesis_settings(_examples, max_examples=25)
+@given(script=ops, rate=_rates, heartbeat=_heartbeats)
+async def test_delivery_property_on_redis_layer(settings, redis_layer, script, rate, heartbeat):
+    settings.PROGRESS = {"MAX_UPDATES_PER_SECOND": rate, "HEARTBEAT_INTERVAL": heartbeat}
+    await _check(script)
