@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from progress import report_error, report_progress, restart_task
 from progress.models import Task, TaskEvent
+from progress.schemas import utcnow
 from tests.fixtures_audio import fraction_recognised, make_speech_wav, spoken_text
 from transcription import jobs
 from transcription.models import Transcription
@@ -105,3 +107,28 @@ def test_jobs_enqueue_without_redis_runs_in_the_pool(media, tmp_path, settings):
     while Task.objects.get(pk="job1").status == "running" and time.monotonic() < deadline:
         time.sleep(0.1)
     assert Task.objects.get(pk="job1").status == "complete"
+
+
+def test_jobs_recover_requeues_work_an_earlier_process_left_queued(media, tmp_path, settings):
+    settings.REDIS_URL = ""
+    uploaded(media, make_speech_wav(tmp_path / "audio"))
+    assert jobs.recover(before=utcnow() + timedelta(seconds=1)) == ["job1"]
+    deadline = time.monotonic() + 120
+    while Task.objects.get(pk="job1").status == "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert Task.objects.get(pk="job1").status == "complete"
+
+
+def test_jobs_recover_fails_an_upload_cut_off_by_a_restart(media):
+    report_progress("up1", "uploading", 30)
+    assert jobs.recover(before=utcnow() + timedelta(seconds=1)) == []
+    task = Task.objects.get(pk="up1")
+    assert (task.status, task.error_code) == ("failed", "upload_interrupted")
+
+
+def test_jobs_recover_leaves_work_of_this_process(media, tmp_path):
+    before = utcnow()
+    uploaded(media, make_speech_wav(tmp_path / "audio"))
+    report_progress("up1", "uploading", 30)
+    assert jobs.recover(before=before) == []
+    assert list(Task.objects.values_list("status", flat=True)) == ["running", "running"]

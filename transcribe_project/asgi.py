@@ -18,6 +18,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from progress.publish import bind_server_loop  # noqa: E402
 from progress.reaper import ensure_started as ensure_reaper  # noqa: E402
 from progress.routing import websocket_urlpatterns  # noqa: E402
+from transcription.jobs import ensure_recovered  # noqa: E402
 from transcription.upload import UploadGuard  # noqa: E402
 
 router = ProtocolTypeRouter(
@@ -35,6 +36,7 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """The router, plus lifespan support and binding the loop sync producers publish on."""
     bind_server_loop()
     ensure_reaper()  # every server process fails dead jobs; no scheduler process is needed
+    ensure_recovered()  # embedded default: re-queue what an earlier server process left queued
     if scope["type"] == "lifespan":
         while True:
             message = await receive()

@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from progress import report_error
+from progress.models import Task
 from progress.recorder import Job, JobFailed, claim
-from progress.schemas import ProgressStage
+from progress.schemas import ProgressStage, TaskStatus, utcnow
 
 from .models import Transcription
 
@@ -20,6 +23,9 @@ log = logging.getLogger("transcription")
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
+_STARTED = utcnow()
+"""When this process loaded the runner: queued work older than this is not in its in-memory queue."""
+_recovered = False
 
 
 def uses_celery() -> bool:
@@ -42,16 +48,13 @@ def enqueue(task_id: str, attempt: int) -> None:
 
 
 def _local_pool() -> ThreadPoolExecutor:
-    """The in-process pool, created on first use together with a reaper thread."""
+    """The in-process pool, created on first use (the server's loop reaper watches its jobs)."""
     global _pool
     with _pool_lock:
         if _pool is None:
-            from progress.reaper import start_thread
-
             _pool = ThreadPoolExecutor(
                 max_workers=settings.TRANSCRIPTION_WORKERS, thread_name_prefix="transcription"
             )
-            start_thread()
         return _pool
 
 
@@ -97,3 +100,48 @@ def _transcribe(job: Job) -> None:
     job.result = record.result
     path.unlink(missing_ok=True)  # the transcript is kept; the audio is not needed again
     Transcription.objects.filter(pk=job.task_id).update(audio_path="")
+
+
+def ensure_recovered() -> None:
+    """Once per server process on the embedded default, pick up work an earlier process left behind."""
+    global _recovered
+    if _recovered or uses_celery():
+        return
+    _recovered = True
+    threading.Thread(target=_recover_in_thread, name="transcription-recover", daemon=True).start()
+
+
+def _recover_in_thread() -> None:
+    try:
+        recover(_STARTED)
+    except Exception:
+        log.exception("transcription: could not recover jobs left by an earlier process")
+    finally:
+        connection.close()
+
+
+def recover(before: datetime) -> list[str]:
+    """Re-queue tasks queued before ``before`` (the in-process queue died with its server) and fail
+    uploads that were cut off then; the re-queued ids. A claim keeps a re-queued job from running twice."""
+    running = Task.objects.filter(
+        status=TaskStatus.RUNNING.value, heartbeat_at__isnull=True, updated_at__lt=before
+    )
+    requeued = []
+    for task_id, attempt, stage in running.values_list("task_id", "attempt", "stage"):
+        if stage == ProgressStage.UPLOADING.value:
+            report_error(
+                task_id,
+                "upload_interrupted",
+                "The server restarted before the upload finished; please upload the file again.",
+                attempt=attempt,
+            )
+        elif (
+            stage == ProgressStage.QUEUED.value
+            and Transcription.objects.filter(pk=task_id).exclude(audio_path="").exists()
+        ):
+            log.info(
+                "transcription: re-queueing task %s attempt %s left by an earlier process", task_id, attempt
+            )
+            enqueue(task_id, attempt)
+            requeued.append(task_id)
+    return requeued
