@@ -24,14 +24,14 @@ FULL_SERVERS = {
     "B": [*BASELINES, *PRODUCT],
     "C": [*BASELINES, "uvicorn+pubsub", "daphne+pubsub"],
     "D": [*BASELINES, "uvicorn+pubsub", "daphne+pubsub"],
-    "E": ["pubsub", "core"],
+    "E": ["pubsub 200/s", "pubsub flat out", "core 200/s", "core flat out"],
 }
 QUICK_SERVERS = {
     "A": [*BASELINES, "uvicorn+pubsub"],
     "B": [*BASELINES, "uvicorn+pubsub"],
     "C": [*BASELINES, "uvicorn+pubsub"],
     "D": [*BASELINES, "uvicorn+pubsub"],
-    "E": ["pubsub"],
+    "E": ["pubsub 200/s", "pubsub flat out"],
 }
 
 

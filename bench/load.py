@@ -1,6 +1,6 @@
 """A load-client process: holds WebSocket watchers and reports what they received, as JSON.
 
-Run by the orchestrator as ``python -m bench.load CONFIG_JSON``. It connects every watcher, prints
+Run by the orchestrator as ``python -m bench.load CONFIG_FILE``. It connects every watcher, prints
 ``READY``, then reads one stdin line ``finish SECONDS``: it waits up to that long for every watcher's
 final frame (stage ``complete``), closes all sockets and writes its results as JSON to ``out``.
 """
@@ -152,10 +152,11 @@ async def run(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    """Entry point: the config is one JSON argument."""
+    """Entry point: the argument names a JSON config file."""
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    config = json.loads(sys.argv[1])
+    with open(sys.argv[1]) as f:
+        config = json.load(f)
     result = uvloop.run(run(config))
     # A file, not the pipe: results run to megabytes, and the event loop may leave stdout non-blocking.
     with open(config["out"], "w") as out:

@@ -220,10 +220,16 @@ class Stack:
     def load(self, urls: list[str], concurrency: int = 100) -> subprocess.Popen[bytes]:
         """A load-client process holding these watcher URLs; ``wait_ready`` until it has connected."""
         out = self._out("load")
-        config = json.dumps({"urls": urls, "concurrency": concurrency, "out": str(out)})
+        # Through a file: 10,000 URLs exceed the kernel's limit on one argument.
+        config = out.with_suffix(".config")
+        config.write_text(json.dumps({"urls": urls, "concurrency": concurrency, "out": str(out)}))
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         proc = self._spawn(
-            [PY, "-m", "bench.load", config], env, "load.log", stdout=subprocess.PIPE, stdin=subprocess.PIPE
+            [PY, "-m", "bench.load", str(config)],
+            env,
+            "load.log",
+            stdout=subprocess.PIPE,
+            stdin=subprocess.PIPE,
         )
         self.outputs[proc.pid] = out
         return proc

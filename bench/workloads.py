@@ -25,7 +25,7 @@ class Sizes:
     d_tasks: int = 1000
     d_heartbeat: float = 10
     d_hold: float = 25
-    e_calls: int = 2000
+    e_calls: int = 1000
     clients: int = 2
     drain: float = 30
 
@@ -41,7 +41,7 @@ QUICK = Sizes(
     d_tasks=20,
     d_heartbeat=1,
     d_hold=2.5,
-    e_calls=200,
+    e_calls=100,
     drain=10,
 )
 
@@ -178,12 +178,19 @@ def idle(
     }
 
 
-def report_cost(stack: Stack, layer: str, name: str, *, calls: int) -> dict[str, Any]:
-    """The cost of one sync report_progress call, durable write and hand-off to the sender included."""
-    task = f"{name}-{layer}-0"
+def report_cost(stack: Stack, kind: str, name: str, *, calls: int) -> dict[str, Any]:
+    """The cost of one sync report_progress call, durable write and hand-off to the sender included.
+
+    ``kind`` is the layer and the pace: "pubsub 200/s" (a busy worker: the previous call's fan-out is
+    done before the next call) or "pubsub flat out" (back to back: the sender thread competes).
+    """
+    layer = kind.split()[0]
+    rate = float(kind.split()[1].removesuffix("/s")) if kind.endswith("/s") else 0.0
+    task = f"{name}-{layer}-{'paced' if rate else 'flat'}"
     env = stack.env(layer)
     stack.result(stack.produce({"target": "product", "tasks": [task], "init": True}, env))
-    made = stack.result(stack.produce({"target": "product", "tasks": [task], "count": calls, "rate": 0}, env))
+    config = {"target": "product", "tasks": [task], "count": calls, "rate": rate}
+    made = stack.result(stack.produce(config, env))
     costs = made["costs_us"]
     return {
         "calls": len(costs),
