@@ -159,3 +159,28 @@ def children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             found.append(int(stat.parent.name))
     return found
+
+
+async def slow_upload(
+    server: Server, query: str, name: str, content: bytes, chunks: int, pause: float
+) -> int:
+    """POST a multipart upload in ``chunks`` pieces ``pause`` seconds apart; the response status."""
+    body = encode_multipart(BOUNDARY, {"file": SimpleUploadedFile(name, content)})
+    secret = "b2" * 16  # a CSRF secret of our own in both cookie and header, which Django accepts
+    head = (
+        f"POST /api/tasks/{query} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+        f"Content-Type: {MULTIPART_CONTENT}\r\nContent-Length: {len(body)}\r\n"
+        f"Cookie: csrftoken={secret}\r\nX-CSRFToken: {secret}\r\nConnection: close\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(head.encode())
+        step = len(body) // chunks + 1
+        for start in range(0, len(body), step):
+            writer.write(body[start : start + step])
+            await writer.drain()
+            await asyncio.sleep(pause)
+        status_line = await reader.readline()
+        return int(status_line.split()[1])
+    finally:
+        writer.close()

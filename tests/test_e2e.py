@@ -16,9 +16,9 @@ import pytest
 
 from progress.schemas import ErrorMessage, ProgressMessage
 from tests.conftest import RedisServer
-from tests.e2e_client import Http, Watcher, celery_worker, children, files_under
+from tests.e2e_client import Http, Watcher, celery_worker, children, files_under, slow_upload
 from tests.fixtures_audio import fraction_recognised, make_speech_wav, spoken_text
-from tests.processes import Server, daphne, migrate, project_env, runserver, stop
+from tests.processes import PYTHON, Server, daphne, free_port, migrate, project_env, running, runserver, stop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.redis]
 
@@ -262,3 +262,34 @@ async def test_e2e_embedded_upload_watch_and_result(embedded, speech):
 
 def test_e2e_embedded_bad_uploads_get_4xx_and_leave_nothing(embedded):
     assert_rejects_leave_nothing(embedded)
+
+
+async def test_e2e_streaming_server_reports_upload_progress_live(embedded, speech):
+    """Under uvicorn the app receives the body as it arrives (daphne buffers it first), so a watcher
+    of a client-chosen task id sees `uploading` rise while the file is still being sent."""
+    port = free_port()
+    args = [
+        PYTHON,
+        "-m",
+        "uvicorn",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "transcribe_project.asgi:application",
+    ]
+    content = await asyncio.to_thread(speech.read_bytes)
+    with running(args, embedded.env, port, embedded.log("uvicorn")) as server:
+        sending = asyncio.create_task(slow_upload(server, "?task_id=e2e-up-1", "a.wav", content, 10, 0.4))
+        client = Http(server)
+        # The task exists once the request has started; poll for it (another process's database row).
+        while (await asyncio.to_thread(client.call, "GET", "/api/tasks/e2e-up-1/"))[0] == 404:
+            assert not sending.done(), sending.result()
+            await asyncio.sleep(0.05)
+        watchers, tasks = await watch(Stack(embedded.env, embedded.data_dir, [server], None), "e2e-up-1")
+        assert await sending == 201
+        await asyncio.wait_for(asyncio.gather(*tasks), 120)
+    uploading = watchers[0].live("uploading")
+    assert len(uploading) >= 3
+    assert uploading == sorted(set(uploading))
+    assert watchers[0].stages() == ["uploading", *STAGES]
