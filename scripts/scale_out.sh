@@ -27,7 +27,8 @@ trap 'cleanup; exit 130' INT TERM
 trap cleanup EXIT
 
 if [[ -z "${REDIS_URL:-}" ]]; then
-  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --dir "$DATA_DIR" \
+  # Append-only file: the job queue lives in Redis, so a Redis restart must not lose queued jobs.
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly yes --dir "$DATA_DIR" \
     >"$LOGS/redis.log" 2>&1 &
   pids+=($!)
   export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
