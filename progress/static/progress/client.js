@@ -15,6 +15,7 @@
     this.lastSeq = null;
     this.finished = false;
     this.failures = 0;
+    this.polling = false;
     this.socket = null;
     this.timers = {};
   }
@@ -48,8 +49,11 @@
     var socket = new WebSocket(this.wsUrl());
     this.socket = socket;
     this.watchdog();
-    socket.onopen = function () { self.failures = 0; self.emit("status", "live"); };
+    socket.onopen = function () { self.emit("status", "live"); };
     socket.onmessage = function (event) {
+      // Back off anew only once the server has said something: a socket that is accepted, then
+      // dropped at once (a crashing consumer, a broken proxy) must not reset the backoff.
+      self.failures = 0;
       self.watchdog();
       var msg;
       try { msg = JSON.parse(event.data); } catch (e) { return; }
@@ -98,10 +102,12 @@
   // HTTP fallback: the same snapshot, polled, while the socket is down.
   TaskProgress.prototype.poll = function () {
     var self = this;
-    if (this.timers.poll || this.finished) return;
+    // One request chain at a time: every failed reconnect calls poll(), often while a request is out.
+    if (this.polling || this.finished) return;
+    this.polling = true;
     var tick = function () {
       self.timers.poll = null;
-      if (self.finished || (self.socket && self.socket.readyState === 1)) return;
+      if (self.finished || (self.socket && self.socket.readyState === 1)) { self.polling = false; return; }
       fetch(self.base.replace(/^ws/, "http") + "/api/tasks/" + encodeURIComponent(self.taskId) + "/",
             { headers: { Accept: "application/json" } })
         .then(function (r) { return r.ok ? r.json() : null; })
@@ -109,7 +115,10 @@
           if (snap && (self.lastSeq === null || snap.seq > self.lastSeq)) self.handle(snap);
         })
         .catch(function () {})
-        .then(function () { if (!self.finished) self.timers.poll = setTimeout(tick, self.pollInterval); });
+        .then(function () {
+          if (self.finished) { self.polling = false; return; }
+          self.timers.poll = setTimeout(tick, self.pollInterval);
+        });
     };
     tick();
   };
