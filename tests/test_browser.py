@@ -5,112 +5,31 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, WebSocket, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, WebSocket, WebSocketRoute, expect, sync_playwright
 
-from progress.schemas import ProgressStage
+from tests.browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    RECORD_SHOWN,
+    STAGES,
+    WAIT_MS,
+    Publisher,
+    expect_shows,
+    never_backwards,
+    new_task_id,
+    shown,
+    stage_classes,
+)
 from tests.conftest import RedisServer
-from tests.processes import PYTHON, ROOT, Server, daphne, free_port, migrate, project_env, stop
+from tests.processes import Server, daphne, free_port, migrate, project_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.redis]
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-STAGES = [s.value for s in ProgressStage]
-WAIT_MS = 30_000
-"""How long a DOM expectation waits (a bound on hanging, not a speed requirement)."""
-
-# A job process: reports read as JSON lines from stdin go through progress.publish, as a worker's would.
-_PUBLISHER = """
-import json, sys
-import django
-django.setup()
-from progress.publish import report_error, report_progress, wait_until_sent
-for line in sys.stdin:
-    call = json.loads(line)
-    report = report_error if call.pop("op") == "error" else report_progress
-    changed = report(**call)
-    print(json.dumps({"changed": changed, "sent": wait_until_sent()}), flush=True)
-"""
-
-# Every stage/percentage the page showed, in order, so a test can see it never went backwards.
-_RECORD_SHOWN = """
-window.__shown = [];
-new MutationObserver(function () {
-  var d = document.body && document.body.dataset;
-  if (!d || !d.stage) return;
-  var now = d.stage + ":" + d.percentage;
-  if (window.__shown[window.__shown.length - 1] !== now) window.__shown.push(now);
-}).observe(document, { attributes: true, subtree: true, attributeFilter: ["data-stage", "data-percentage"] });
-"""
-
-
-class Publisher:
-    """A separate process publishing reports with the project's API, on the same database and layer."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        with open(log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [PYTHON, "-c", _PUBLISHER],
-                env=env,
-                cwd=ROOT,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                start_new_session=True,
-            )
-        self.log_path = log_path
-
-    def progress(self, task_id: str, stage: str, percentage: int, message: str | None = None) -> None:
-        """report_progress, stored and sent before this returns."""
-        self._call(op="progress", task_id=task_id, stage=stage, percentage=percentage, message=message)
-
-    def error(self, task_id: str, error_code: str, user_message: str, technical_detail: str) -> None:
-        """report_error, stored and sent before this returns."""
-        self._call(
-            op="error",
-            task_id=task_id,
-            error_code=error_code,
-            user_message=user_message,
-            technical_detail=technical_detail,
-        )
-
-    def _call(self, **call: Any) -> None:
-        assert self.process.stdin is not None
-        assert self.process.stdout is not None
-        self.process.stdin.write(json.dumps(call).encode() + b"\n")
-        self.process.stdin.flush()
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"publisher exited:\n{self.log_path.read_text(errors='replace')}")
-        assert json.loads(line) == {"changed": True, "sent": True}, call
-
-    def close(self) -> None:
-        """End the process: EOF on stdin, then stop it by PID."""
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            stop(self.process)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
 
 
 @dataclass
@@ -125,6 +44,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """redis-server, a migrated database, daphne and a publisher, shared by the module."""
     data_dir = tmp_path_factory.mktemp("browser")
     redis = RedisServer(data_dir)
     redis.start()
@@ -149,6 +69,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """The system's headless Chromium (Playwright never downloads a browser here)."""
     if not os.path.exists(CHROMIUM):
         pytest.fail("chromium is not installed: run scripts/setup.sh")
     expect.set_options(timeout=WAIT_MS)
@@ -162,43 +83,15 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
+    """A page in a fresh browser context that records every state it displays."""
     context = browser.new_context()
     context.set_default_timeout(WAIT_MS)
     opened = context.new_page()
-    opened.add_init_script(_RECORD_SHOWN)
+    opened.add_init_script(RECORD_SHOWN)
     try:
         yield opened
     finally:
         context.close()
-
-
-def new_task_id(name: str) -> str:
-    return f"browser-{name}-{uuid.uuid4().hex[:8]}"
-
-
-def stage_classes(page: Page) -> dict[str, str]:
-    """Each stage of the page's list and its class: done, current or none."""
-    classes: dict[str, str] = page.eval_on_selector_all(
-        "#stages li", "lis => Object.fromEntries(lis.map(li => [li.dataset.stage, li.className]))"
-    )
-    return classes
-
-
-def shown(page: Page) -> list[tuple[str, int]]:
-    """Every (stage, percentage) the page displayed, in order."""
-    seen: list[str] = page.evaluate("window.__shown")
-    return [(s, int(p)) for s, p in (entry.split(":") for entry in seen)]
-
-
-def never_backwards(seen: list[tuple[str, int]]) -> bool:
-    ranks = [(STAGES.index(stage), percentage) for stage, percentage in seen]
-    return ranks == sorted(ranks)
-
-
-def expect_shows(page: Page, stage: str, percentage: int) -> None:
-    body = page.locator("body")
-    expect(body).to_have_attribute("data-stage", stage)
-    expect(body).to_have_attribute("data-percentage", str(percentage))
 
 
 def test_browser_snapshot_marks_earlier_stages_done(stack: Stack, page: Page):
@@ -342,3 +235,50 @@ def test_browser_unknown_task_says_so(stack: Stack, page: Page):
     expect(page.locator("#status")).to_have_text("no such task")
     assert page.get_attribute("body", "data-stage") is None
     assert shown(page) == []
+
+
+def test_browser_falls_back_to_polling_when_sockets_drop_after_opening(stack: Stack, page: Page):
+    task_id = new_task_id("dropped")
+    stack.publisher.progress(task_id, "transcribing", 20, "Recognising speech")
+    attempts: list[str] = []
+
+    def drop_after_open(ws: WebSocketRoute) -> None:
+        # A proxy that completes every upgrade, then cuts the connection at the first frame.
+        attempts.append(ws.url)
+        server = ws.connect_to_server()
+        server.on_message(lambda _frame: ws.close(code=1011, reason="dropped by the proxy"))
+
+    page.route_web_socket("**/ws/tasks/**", drop_after_open)
+    page.goto(stack.server.url(f"/tasks/{task_id}/"))
+
+    # Only the HTTP snapshot can bring the state: the client must back off and poll, not retry forever.
+    expect_shows(page, "transcribing", 20)
+    expect(page.locator("#message")).to_have_text("Recognising speech")
+    expect(page.locator("#status")).to_have_text("reconnecting")
+    assert len(attempts) >= 3
+
+
+def test_browser_polls_one_request_at_a_time(stack: Stack, page: Page):
+    task_id = new_task_id("one-poll")
+    stack.publisher.progress(task_id, "queued", 0)
+    attempts: list[str] = []
+    held: list[Route] = []
+
+    def refuse(ws: WebSocketRoute) -> None:
+        attempts.append(ws.url)
+        ws.close(code=1011, reason="no WebSockets here")
+
+    page.route_web_socket("**/ws/tasks/**", refuse)
+    page.route("**/api/tasks/**", lambda route: held.append(route))  # held: not answered yet
+    page.goto(stack.server.url(f"/tasks/{task_id}/"))
+    try:
+        # Polling starts at the third failure; the fourth closes while that first request is still out.
+        for _ in range(WAIT_MS // 100):
+            if len(attempts) >= 5:
+                break
+            page.wait_for_timeout(100)
+        assert len(attempts) >= 5
+        assert len(held) == 1
+    finally:
+        for route in held:
+            route.continue_()

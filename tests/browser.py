@@ -1,0 +1,136 @@
+"""What the browser tests use: Chromium's launch options, a publishing job process, readers of the page."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import Page, expect
+
+from progress.schemas import ProgressStage
+from tests.processes import PYTHON, ROOT, stop
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+STAGES = [s.value for s in ProgressStage]
+WAIT_MS = 30_000
+"""How long a DOM expectation waits (a bound on hanging, not a speed requirement)."""
+
+# A job process: reports read as JSON lines from stdin go through progress.publish, as a worker's would.
+PUBLISHER = """
+import json, sys
+import django
+django.setup()
+from progress.publish import report_error, report_progress, wait_until_sent
+for line in sys.stdin:
+    call = json.loads(line)
+    report = report_error if call.pop("op") == "error" else report_progress
+    changed = report(**call)
+    print(json.dumps({"changed": changed, "sent": wait_until_sent()}), flush=True)
+"""
+
+# Every stage/percentage the page showed, in order, so a test can see it never went backwards.
+RECORD_SHOWN = """
+window.__shown = [];
+new MutationObserver(function () {
+  var d = document.body && document.body.dataset;
+  if (!d || !d.stage) return;
+  var now = d.stage + ":" + d.percentage;
+  if (window.__shown[window.__shown.length - 1] !== now) window.__shown.push(now);
+}).observe(document, { attributes: true, subtree: true, attributeFilter: ["data-stage", "data-percentage"] });
+"""
+
+
+class Publisher:
+    """A separate process publishing reports with the project's API, on the same database and layer."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        with open(log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [PYTHON, "-c", PUBLISHER],
+                env=env,
+                cwd=ROOT,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                start_new_session=True,
+            )
+        self.log_path = log_path
+
+    def progress(self, task_id: str, stage: str, percentage: int, message: str | None = None) -> None:
+        """report_progress, stored and sent before this returns."""
+        self._call(op="progress", task_id=task_id, stage=stage, percentage=percentage, message=message)
+
+    def error(self, task_id: str, error_code: str, user_message: str, technical_detail: str) -> None:
+        """report_error, stored and sent before this returns."""
+        self._call(
+            op="error",
+            task_id=task_id,
+            error_code=error_code,
+            user_message=user_message,
+            technical_detail=technical_detail,
+        )
+
+    def _call(self, **call: Any) -> None:
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.process.stdin.write(json.dumps(call).encode() + b"\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"publisher exited:\n{self.log_path.read_text(errors='replace')}")
+        assert json.loads(line) == {"changed": True, "sent": True}, call
+
+    def close(self) -> None:
+        """End the process: EOF on stdin, then stop it by PID."""
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            stop(self.process)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def new_task_id(name: str) -> str:
+    """A task id no other test uses."""
+    return f"browser-{name}-{uuid.uuid4().hex[:8]}"
+
+
+def stage_classes(page: Page) -> dict[str, str]:
+    """Each stage of the page's list and its class: done, current or none."""
+    classes: dict[str, str] = page.eval_on_selector_all(
+        "#stages li", "lis => Object.fromEntries(lis.map(li => [li.dataset.stage, li.className]))"
+    )
+    return classes
+
+
+def shown(page: Page) -> list[tuple[str, int]]:
+    """Every (stage, percentage) the page displayed, in order."""
+    seen: list[str] = page.evaluate("window.__shown")
+    return [(s, int(p)) for s, p in (entry.split(":") for entry in seen)]
+
+
+def never_backwards(seen: list[tuple[str, int]]) -> bool:
+    """Whether each displayed state is at or after the one before, in stage order then percentage."""
+    ranks = [(STAGES.index(stage), percentage) for stage, percentage in seen]
+    return ranks == sorted(ranks)
+
+
+def expect_shows(page: Page, stage: str, percentage: int) -> None:
+    """Wait until the page displays ``stage`` at ``percentage``."""
+    body = page.locator("body")
+    expect(body).to_have_attribute("data-stage", stage)
+    expect(body).to_have_attribute("data-percentage", str(percentage))
