@@ -24,7 +24,7 @@ from .publish import areport_error, report_error
 
 log = logging.getLogger("progress")
 
-__all__ = ["WORKER_LOST", "areap", "ensure_started", "reap", "start_thread"]
+__all__ = ["WORKER_LOST", "areap", "ensure_started", "quiet_limit", "reap", "start_thread"]
 
 WORKER_LOST = "worker_lost"
 USER_MESSAGE = "The worker running this job stopped responding, so the job was stopped. You can retry it."
@@ -39,9 +39,16 @@ def _stale(stale_after: float) -> list[tuple[str, int]]:
     return store.stale_tasks(stale_after)
 
 
+def quiet_limit() -> float:
+    """Seconds without a heartbeat after which a job is dead: three missed beats (jobs beat every
+    STALE_AFTER / 4), short enough that with the reaper's own interval a killed worker's watchers
+    hear of it within STALE_AFTER."""
+    return get_settings().STALE_AFTER * 0.75
+
+
 def reap(stale_after: float | None = None) -> list[str]:
     """Fail every running task whose job went quiet; the ids this call failed."""
-    after = get_settings().STALE_AFTER if stale_after is None else stale_after
+    after = quiet_limit() if stale_after is None else stale_after
     failed = []
     for task_id, attempt in _stale(after):
         if report_error(task_id, WORKER_LOST, USER_MESSAGE, _detail(attempt, after), attempt=attempt):
@@ -52,7 +59,7 @@ def reap(stale_after: float | None = None) -> list[str]:
 
 async def areap(stale_after: float | None = None) -> list[str]:
     """Async twin of reap, for a server's event loop."""
-    after = get_settings().STALE_AFTER if stale_after is None else stale_after
+    after = quiet_limit() if stale_after is None else stale_after
     failed = []
     for task_id, attempt in await sync_to_async(_stale, thread_sensitive=False)(after):
         if await areport_error(task_id, WORKER_LOST, USER_MESSAGE, _detail(attempt, after), attempt=attempt):
@@ -62,8 +69,8 @@ async def areap(stale_after: float | None = None) -> list[str]:
 
 
 def interval() -> float:
-    """Seconds between two looks: a quarter of the stale window, so detection takes at most 1.25 of it."""
-    return max(0.05, get_settings().STALE_AFTER / 4)
+    """Seconds between two looks: with quiet_limit(), a dead job is failed within 0.95 * STALE_AFTER."""
+    return max(0.05, get_settings().STALE_AFTER / 5)
 
 
 _loop_tasks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
