@@ -50,10 +50,9 @@ async def test_consumer_heartbeat_at_configured_interval(settings):
     await areport_progress("job1", "queued", 0)
     async with watching("/ws/tasks/job1/") as client:
         await receive(client)
-        started = asyncio.get_running_loop().time()
+        # Two within receive()'s timeout: at the default 30 s interval none would come.
         beats = [await receive(client), await receive(client)]
         assert all(isinstance(b, HeartbeatMessage) for b in beats)
-        assert asyncio.get_running_loop().time() - started < 2
 
 
 async def test_consumer_ping_pong():
