@@ -81,3 +81,16 @@ async def test_runserver_http_snapshot(embedded_server: processes.Server):
 def test_runserver_uses_the_embedded_database(embedded_server: processes.Server):
     assert Path(embedded_server.env["DATA_DIR"], "db.sqlite3").is_file()
     assert "REDIS_URL" not in embedded_server.env
+
+
+@pytest.mark.parametrize("origin", ["http://127.0.0.1:8000", "http://localhost"])
+async def test_runserver_readme_origins_accepted(embedded_server: processes.Server, origin: str):
+    async with embedded_server.connect("/ws/tasks/demo/", origin=origin) as ws:
+        assert isinstance(parse_server_message(await asyncio.wait_for(ws.recv(), 30)), SnapshotMessage)
+
+
+async def test_runserver_foreign_origin_refused(embedded_server: processes.Server):
+    with pytest.raises(InvalidStatus) as refused:
+        async with embedded_server.connect("/ws/tasks/demo/", origin="http://evil.example"):
+            pass
+    assert refused.value.response.status_code == 403
