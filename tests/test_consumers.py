@@ -213,3 +213,20 @@ async def test_consumer_disconnect_leaves_group_and_publishing_still_works():
         message = await receive(back)
         assert isinstance(message, ProgressMessage)
         assert (message.seq, message.percentage) == (3, 20)
+
+
+async def test_consumer_too_many_bad_frames_closes_1008(settings):
+    settings.PROGRESS = {"MAX_PROTOCOL_ERRORS": 3, "HEARTBEAT_INTERVAL": 3600}
+    await areport_progress("job1", "queued", 0)
+    async with watching("/ws/tasks/job1/") as client:
+        await receive(client)
+        for _ in range(3):
+            await client.send_to(text_data="{nope")
+        codes = [await receive(client) for _ in range(4)]
+        assert [c.code for c in codes if isinstance(c, ProtocolErrorMessage)] == [
+            ProtocolErrorCode.MALFORMED_JSON,
+            ProtocolErrorCode.MALFORMED_JSON,
+            ProtocolErrorCode.MALFORMED_JSON,
+            ProtocolErrorCode.TOO_MANY_ERRORS,
+        ]
+        assert await client.receive_output(3) == {"type": "websocket.close", "code": 1008}
