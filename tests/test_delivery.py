@@ -246,15 +246,16 @@ def _run_reporters(env: dict[str, str], count: int) -> list[tuple[int, str, str]
 
 
 @pytest.mark.redis
+@pytest.mark.parametrize("rate", ["0", "20"])
 async def test_delivery_concurrent_processes_keep_seqs_unique_and_ordered(
-    redis_layer: RedisServer, tmp_path: Path
+    redis_layer: RedisServer, tmp_path: Path, rate: str
 ):
     db_name = django_settings.DATABASES["default"]["NAME"]
     env = project_env(
         tmp_path,
         DATABASE_URL=f"sqlite:///{db_name}",
         REDIS_URL=redis_layer.url,
-        PROGRESS_MAX_UPDATES_PER_SECOND="0",
+        PROGRESS_MAX_UPDATES_PER_SECOND=rate,
     )
     await areport_progress("shared", "queued", 0)
     async with watching("/ws/tasks/shared/") as client:
