@@ -293,3 +293,17 @@ async def test_e2e_streaming_server_reports_upload_progress_live(embedded, speec
     assert len(uploading) >= 3
     assert uploading == sorted(set(uploading))
     assert watchers[0].stages() == ["uploading", *STAGES]
+
+
+async def test_e2e_embedded_undecodable_audio_fails_the_watchers(embedded, tmp_path):
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(2000))  # a WAV header, then nothing usable
+    client, task_id = await upload(embedded, broken)
+    watchers, tasks = await watch(embedded, task_id)
+    await asyncio.wait_for(asyncio.gather(*tasks), 60)
+    error = watchers[0].final
+    assert isinstance(error, ErrorMessage)
+    assert error.error_code == "invalid_audio"
+    assert error.user_message
+    status, body = client.call("GET", f"/api/tasks/{task_id}/result")
+    assert (status, body["status"]) == (409, "failed")
