@@ -183,3 +183,9 @@ def test_views_retry_of_a_failed_task_runs_a_new_attempt(client, media, tmp_path
     task = wait_done("job1")
     assert (task.status, task.attempt) == ("complete", 2)
     assert client.get("/api/tasks/job1/result").status_code == 200
+
+
+def test_views_upload_malformed_multipart_is_400_json(client, media):
+    response = client.post("/api/tasks/", b"garbage", content_type="multipart/form-data")
+    assert (response.status_code, response.json()["error"]) == (400, "bad_multipart")
+    assert files_under(media) == []

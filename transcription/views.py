@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import SuspiciousOperation
 from django.core.files.uploadedfile import TemporaryUploadedFile, UploadedFile
 from django.core.files.uploadhandler import (
     SkipFile,
@@ -17,6 +18,7 @@ from django.core.files.uploadhandler import (
     TemporaryFileUploadHandler,
 )
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.middleware.csrf import CsrfViewMiddleware, get_token
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_POST
@@ -107,11 +109,14 @@ def create_task(request: HttpRequest) -> JsonResponse:
 
 def _receive(request: HttpRequest, task_id: str, chosen: bool, handler: LimitedUploadHandler) -> JsonResponse:
     """Check the upload, store it and queue its job; the response."""
-    refusal = _csrf_refusal(request)
+    try:
+        refusal = _csrf_refusal(request)  # reads the body, through the handler
+        upload = request.FILES.get("file")
+    except (MultiPartParserError, SuspiciousOperation) as exc:
+        return _error(400, "bad_multipart", f"the body is not a valid multipart/form-data upload: {exc}")
     if refusal is not None:
         return _error(403, "csrf_failed", "send the csrftoken cookie and its value in X-CSRFToken")
     limit = get_settings().MAX_UPLOAD_BYTES
-    upload = request.FILES.get("file")
     if handler.too_large:
         return _error(413, "file_too_large", f"files may be at most {limit} bytes")
     if upload is None:
