@@ -128,7 +128,8 @@ def _receive(request: HttpRequest, task_id: str, chosen: bool, handler: LimitedU
     if not is_audio(header):
         return _error(415, "not_audio", "the file is not audio (WAV, FLAC, Ogg, MP3 or AIFF)")
     existing = Task.objects.filter(pk=task_id).first()
-    if existing is not None and not (chosen and existing.stage == "uploading" and existing.seq > 0):
+    ours = chosen and existing is not None and (existing.status, existing.stage) == ("running", "uploading")
+    if existing is not None and not ours:  # the upload guard created it for this request
         return _error(409, "task_exists", f"a task {task_id!r} exists already; choose another id")
     stored = _store(upload, task_id)
     Transcription.objects.update_or_create(
