@@ -60,16 +60,22 @@
       self.handle(msg);
     };
     socket.onclose = function (event) {
-      clearTimeout(self.timers.watchdog);
-      if (self.socket !== socket) return;
-      if (event.code === 4404) { self.finished = true; self.emit("unknown", self.taskId); return; }
-      if (self.finished) { self.emit("status", "ended"); return; }
-      self.failures += 1;
-      self.emit("status", "reconnecting");
-      if (self.failures >= 3) self.poll();
-      var delay = Math.min(self.maxBackoff, 500 * Math.pow(2, self.failures)) * (0.5 + Math.random() / 2);
-      self.timers.reconnect = setTimeout(function () { self.connect(); }, delay);
+      if (self.socket === socket) self.closed(event.code);
     };
+  };
+
+  // The socket is gone (closed, or abandoned by the watchdog): end, or reconnect after a backoff.
+  TaskProgress.prototype.closed = function (code) {
+    var self = this;
+    clearTimeout(this.timers.watchdog);
+    this.socket = null;
+    if (code === 4404) { this.finished = true; this.emit("unknown", this.taskId); return; }
+    if (this.finished) { this.emit("status", "ended"); return; }
+    this.failures += 1;
+    this.emit("status", "reconnecting");
+    if (this.failures >= 3) this.poll();
+    var delay = Math.min(this.maxBackoff, 500 * Math.pow(2, this.failures)) * (0.5 + Math.random() / 2);
+    this.timers.reconnect = setTimeout(function () { self.connect(); }, delay);
   };
 
   // No frame for 2.5 heartbeats: the connection is dead even if the browser has not noticed.
@@ -77,7 +83,13 @@
     var self = this;
     clearTimeout(this.timers.watchdog);
     this.timers.watchdog = setTimeout(function () {
-      if (self.socket) self.socket.close(4000);
+      var socket = self.socket;
+      if (!socket) return;
+      // Abandon it now: close() waits for the peer's closing handshake (Chromium: up to 60 s), which a
+      // dead connection never sends, and onclose would come only then.
+      socket.onopen = socket.onmessage = socket.onclose = null;
+      socket.close(4000);
+      self.closed(4000);
     }, this.heartbeatInterval * 2.5);
   };
 
