@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -134,3 +136,59 @@ def expect_shows(page: Page, stage: str, percentage: int) -> None:
     body = page.locator("body")
     expect(body).to_have_attribute("data-stage", stage)
     expect(body).to_have_attribute("data-percentage", str(percentage))
+
+
+class BlackHoleProxy:
+    """A TCP relay to a server on 127.0.0.1 that can silently stop relaying its open connections.
+
+    Models a NAT or load balancer that forgot a connection: both ends stay open, nothing gets through.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.links: list[tuple[socket.socket, socket.socket, threading.Event]] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        """The http:// URL of ``path`` through the proxy."""
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def swallow_open_connections(self) -> None:
+        """From now on, drop every byte of the connections open now, in both directions."""
+        with self.lock:
+            for _, _, cut in self.links:
+                cut.set()
+
+    def close(self) -> None:
+        """Close the listener and every relayed connection."""
+        self.listener.close()
+        with self.lock:
+            for client, upstream, _ in self.links:
+                client.close()
+                upstream.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            cut = threading.Event()
+            with self.lock:
+                self.links.append((client, upstream, cut))
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._relay, args=(src, dst, cut), daemon=True).start()
+
+    @staticmethod
+    def _relay(src: socket.socket, dst: socket.socket, cut: threading.Event) -> None:
+        try:
+            while data := src.recv(65536):
+                if not cut.is_set():
+                    dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass

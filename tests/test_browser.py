@@ -19,6 +19,7 @@ from tests.browser import (
     RECORD_SHOWN,
     STAGES,
     WAIT_MS,
+    BlackHoleProxy,
     Publisher,
     expect_shows,
     never_backwards,
@@ -55,6 +56,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             REDIS_URL=redis.url,
             PROGRESS_MAX_UPDATES_PER_SECOND="0",
             PROGRESS_STALE_AFTER="600",
+            PROGRESS_HEARTBEAT_INTERVAL="1",
         )
         migrate(env)
         publisher = Publisher(env, data_dir / "publisher.log")
@@ -282,3 +284,24 @@ def test_browser_polls_one_request_at_a_time(stack: Stack, page: Page):
     finally:
         for route in held:
             route.continue_()
+
+
+def test_browser_reconnects_when_the_connection_goes_silent(stack: Stack, page: Page):
+    task_id = new_task_id("silent")
+    stack.publisher.progress(task_id, "transcribing", 30)
+    proxy = BlackHoleProxy(stack.server.port)
+    urls: list[str] = []
+    page.on("websocket", lambda ws: urls.append(ws.url))
+    try:
+        page.goto(proxy.url(f"/tasks/{task_id}/"))
+        expect_shows(page, "transcribing", 30)
+        with urllib.request.urlopen(stack.server.url(f"/api/tasks/{task_id}/")) as response:
+            seq_before = json.load(response)["seq"]
+        proxy.swallow_open_connections()
+        stack.publisher.progress(task_id, "aligning", 60)
+
+        # No heartbeat gets through: the client must give up on the socket and resume on a new one.
+        expect_shows(page, "aligning", 60)
+        assert any(url.endswith(f"?last_seq={seq_before}") for url in urls)
+    finally:
+        proxy.close()
