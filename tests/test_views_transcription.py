@@ -73,6 +73,7 @@ def test_views_upload_with_a_chosen_task_id(client, media, tmp_path):
     assert response.status_code == 201
     assert response.json()["task_id"] == "mine-1"
     assert Transcription.objects.filter(pk="mine-1").exists()
+    assert wait_done("mine-1").status == "complete"  # the pool's job ends inside this test
 
 
 def test_views_upload_bad_task_id_is_400(client, media):
