@@ -289,7 +289,9 @@ def snapshot(task_id: str) -> SnapshotMessage | None:
         return None
     history = [
         StageTransition(seq=seq, attempt=attempt, stage=ProgressStage(stage or ""), timestamp=when)
-        for seq, attempt, stage, when in TaskEvent.objects.filter(task_id=task_id, stage__isnull=False)
+        for seq, attempt, stage, when in TaskEvent.objects.filter(
+            task_id=task_id, stage__isnull=False, seq__lte=task.seq
+        )
         .order_by("seq")
         .values_list("seq", "attempt", "stage", "created_at")
     ]
