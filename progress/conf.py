@@ -22,7 +22,7 @@ class ProgressSettings:
     MAX_PROTOCOL_ERRORS: int = 50
     """Bad client frames tolerated on one socket before it is closed with 1008."""
     STALE_AFTER: float = 60.0
-    """Seconds without a job heartbeat after which a running job counts as dead."""
+    """Seconds within which a killed job's watchers are told (dead after 0.75 of it without a beat)."""
     MAX_UPLOAD_BYTES: int = 200 * 1024 * 1024
     """Largest upload accepted by the upload endpoint."""
     PUBLISH_QUEUE_SIZE: int = 10_000
