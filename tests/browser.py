@@ -6,14 +6,19 @@ import json
 import socket
 import subprocess
 import threading
+import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import Page, expect
 
 from progress.schemas import ProgressStage
-from tests.processes import PYTHON, ROOT, stop
+from tests.conftest import RedisServer
+from tests.processes import PYTHON, ROOT, Server, daphne, migrate, project_env, stop
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -104,6 +109,48 @@ class Publisher:
             stop(self.process)
         if self.process.stdout is not None:
             self.process.stdout.close()
+
+
+@dataclass
+class Stack:
+    """redis-server, a migrated SQLite file, one daphne on them and a publisher process."""
+
+    env: dict[str, str]
+    data_dir: Path
+    server: Server
+    publisher: Publisher
+
+
+@contextmanager
+def running_stack(data_dir: Path) -> Iterator[Stack]:
+    """Start redis-server, migrate, start daphne and a publisher; stop them all afterwards."""
+    redis = RedisServer(data_dir)
+    redis.start()
+    try:
+        # No coalescing (every report reaches the page); no job counts as dead while the module runs.
+        env = project_env(
+            data_dir,
+            REDIS_URL=redis.url,
+            PROGRESS_MAX_UPDATES_PER_SECOND="0",
+            PROGRESS_STALE_AFTER="600",
+            PROGRESS_HEARTBEAT_INTERVAL="1",
+        )
+        migrate(env)
+        publisher = Publisher(env, data_dir / "publisher.log")
+        try:
+            with daphne(env, data_dir / "daphne.log") as server:
+                yield Stack(env, data_dir, server, publisher)
+        finally:
+            publisher.close()
+    finally:
+        redis.stop()
+
+
+def seq_of(server: Server, task_id: str) -> int:
+    """The task's seq, from the server's HTTP snapshot."""
+    with urllib.request.urlopen(server.url(f"/api/tasks/{task_id}/")) as response:
+        seq: int = json.load(response)["seq"]
+    return seq
 
 
 def new_task_id(name: str) -> str:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import urllib.request
+import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from contextlib import closing
 
 import pytest
 from playwright.sync_api import Browser, Page, Route, WebSocket, WebSocketRoute, expect, sync_playwright
@@ -20,53 +19,25 @@ from tests.browser import (
     STAGES,
     WAIT_MS,
     BlackHoleProxy,
-    Publisher,
+    Stack,
     expect_shows,
     never_backwards,
     new_task_id,
+    running_stack,
+    seq_of,
     shown,
     stage_classes,
 )
-from tests.conftest import RedisServer
-from tests.processes import Server, daphne, free_port, migrate, project_env
+from tests.processes import daphne, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.redis]
-
-
-@dataclass
-class Stack:
-    """redis-server, a migrated SQLite file, one daphne on them and a publisher process."""
-
-    env: dict[str, str]
-    data_dir: Path
-    server: Server
-    publisher: Publisher
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """redis-server, a migrated database, daphne and a publisher, shared by the module."""
-    data_dir = tmp_path_factory.mktemp("browser")
-    redis = RedisServer(data_dir)
-    redis.start()
-    try:
-        # No coalescing (every report reaches the page); no job counts as dead while the module runs.
-        env = project_env(
-            data_dir,
-            REDIS_URL=redis.url,
-            PROGRESS_MAX_UPDATES_PER_SECOND="0",
-            PROGRESS_STALE_AFTER="600",
-            PROGRESS_HEARTBEAT_INTERVAL="1",
-        )
-        migrate(env)
-        publisher = Publisher(env, data_dir / "publisher.log")
-        try:
-            with daphne(env, data_dir / "daphne.log") as server:
-                yield Stack(env, data_dir, server, publisher)
-        finally:
-            publisher.close()
-    finally:
-        redis.stop()
+    with running_stack(tmp_path_factory.mktemp("browser")) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
@@ -208,8 +179,7 @@ def test_browser_resumes_after_server_restart(stack: Stack, page: Page):
         page.goto(server.url(f"/tasks/{task_id}/"))
         expect_shows(page, "transcribing", 30)
         expect(page.locator("#status")).to_have_text("live")
-        with urllib.request.urlopen(server.url(f"/api/tasks/{task_id}/")) as response:
-            seq_before = json.load(response)["seq"]
+        seq_before = seq_of(server, task_id)
         os.kill(server.process.pid, signal.SIGKILL)
         server.process.wait()
     expect(page.locator("#status")).to_have_text("reconnecting")
@@ -295,13 +265,36 @@ def test_browser_reconnects_when_the_connection_goes_silent(stack: Stack, page: 
     try:
         page.goto(proxy.url(f"/tasks/{task_id}/"))
         expect_shows(page, "transcribing", 30)
-        with urllib.request.urlopen(stack.server.url(f"/api/tasks/{task_id}/")) as response:
-            seq_before = json.load(response)["seq"]
+        seq_before = seq_of(stack.server, task_id)
         proxy.swallow_open_connections()
         stack.publisher.progress(task_id, "aligning", 60)
 
         # No heartbeat gets through: the client must give up on the socket and resume on a new one.
         expect_shows(page, "aligning", 60)
         assert any(url.endswith(f"?last_seq={seq_before}") for url in urls)
+    finally:
+        proxy.close()
+
+
+def test_browser_starts_over_when_the_server_no_longer_knows_its_seq(stack: Stack, page: Page):
+    task_id = new_task_id("reset")
+    for stage, percentage in (("queued", 0), ("transcribing", 40), ("aligning", 70)):
+        stack.publisher.progress(task_id, stage, percentage)
+    proxy = BlackHoleProxy(stack.server.port)
+    try:
+        page.goto(proxy.url(f"/tasks/{task_id}/"))
+        expect_shows(page, "aligning", 70)
+        proxy.swallow_open_connections()
+        # The database loses the task and it is reported anew: its seq is now below the page's.
+        with closing(sqlite3.connect(stack.data_dir / "db.sqlite3", timeout=20)) as db, db:
+            db.execute("DELETE FROM progress_taskevent WHERE task_id = ?", (task_id,))
+            db.execute("DELETE FROM progress_task WHERE task_id = ?", (task_id,))
+        stack.publisher.progress(task_id, "queued", 0)
+        stack.publisher.progress(task_id, "transcribing", 15, "Recognising speech again")
+
+        # The resumed socket answers ?last_seq=3 with bad_last_seq and a snapshot the client starts over from.
+        expect_shows(page, "transcribing", 15)
+        expect(page.locator("#message")).to_have_text("Recognising speech again")
+        assert stage_classes(page)["aligning"] == ""
     finally:
         proxy.close()
