@@ -11,7 +11,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 
 from . import fanout, store
 from .conf import get_settings
@@ -51,6 +53,20 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     pump: asyncio.Task[None] | None
     ready: bool
     """Set once connect() has sent the snapshot or catch-up: live frames wait until then."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Run on the client's messages alone: the process's hub brings the task's group messages."""
+        # Channels would also give each socket a channel of its own, and a task waiting on it: memory
+        # and a subscription per socket that nothing here uses.
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
 
     async def connect(self) -> None:
         """Join the task's group first, then send what the watcher has not seen."""
