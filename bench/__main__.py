@@ -118,12 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one product server (CI)")
     parser.add_argument("--only", default="ABCDE", help="workloads to run, e.g. AB")
     parser.add_argument("--servers", help="comma-separated server kinds for A-D (default: per workload)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="SIZE=N", help="override a size, e.g. d_conns=3000"
+    )
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, database)")
     args = parser.parse_args(argv)
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 10,000 sockets need more than 1,024
     sizes = workloads.QUICK if args.quick else workloads.Sizes()
+    overrides = dict(item.split("=", 1) for item in args.set)
+    sizes = dataclasses.replace(sizes, **{k: type(getattr(sizes, k))(v) for k, v in overrides.items()})
     servers = dict(QUICK_SERVERS if args.quick else FULL_SERVERS)
     if args.servers:
         chosen = args.servers.split(",")
