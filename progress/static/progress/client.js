@@ -69,7 +69,7 @@
     var self = this;
     clearTimeout(this.timers.watchdog);
     this.socket = null;
-    if (code === 4404) { this.finished = true; this.emit("unknown", this.taskId); return; }
+    if (code === 4404) { this.unknownTask(); return; }
     if (this.finished) { this.emit("status", "ended"); return; }
     this.failures += 1;
     this.emit("status", "reconnecting");
@@ -83,14 +83,28 @@
     var self = this;
     clearTimeout(this.timers.watchdog);
     this.timers.watchdog = setTimeout(function () {
-      var socket = self.socket;
-      if (!socket) return;
-      // Abandon it now: close() waits for the peer's closing handshake (Chromium: up to 60 s), which a
-      // dead connection never sends, and onclose would come only then.
-      socket.onopen = socket.onmessage = socket.onclose = null;
-      socket.close(4000);
+      if (!self.socket) return;
+      self.abandon();
       self.closed(4000);
     }, this.heartbeatInterval * 2.5);
+  };
+
+  // Stop listening to the socket and close it without waiting: close() waits for the peer's closing
+  // handshake (Chromium: up to 60 s), which a dead connection never sends, and onclose comes only then.
+  TaskProgress.prototype.abandon = function () {
+    var socket = this.socket;
+    this.socket = null;
+    if (!socket) return;
+    socket.onopen = socket.onmessage = socket.onclose = null;
+    socket.close(4000);
+  };
+
+  // The server does not know the task (4404 on the socket, 404 over HTTP): stop everything.
+  TaskProgress.prototype.unknownTask = function () {
+    this.finished = true;
+    Object.keys(this.timers).forEach(function (k) { clearTimeout(this.timers[k]); }, this);
+    this.abandon();
+    this.emit("unknown", this.taskId);
   };
 
   TaskProgress.prototype.handle = function (msg) {
@@ -122,7 +136,10 @@
       if (self.finished || (self.socket && self.socket.readyState === 1)) { self.polling = false; return; }
       fetch(self.base.replace(/^ws/, "http") + "/api/tasks/" + encodeURIComponent(self.taskId) + "/",
             { headers: { Accept: "application/json" } })
-        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (r) {
+          if (r.status === 404) self.unknownTask();
+          return r.ok ? r.json() : null;
+        })
         .then(function (snap) {
           if (snap && (self.lastSeq === null || snap.seq > self.lastSeq)) self.handle(snap);
         })
