@@ -298,3 +298,11 @@ def test_browser_starts_over_when_the_server_no_longer_knows_its_seq(stack: Stac
         assert stage_classes(page)["aligning"] == ""
     finally:
         proxy.close()
+
+
+def test_browser_unknown_task_says_so_without_websockets(stack: Stack, page: Page):
+    page.route_web_socket("**/ws/tasks/**", lambda ws: ws.close(code=1011, reason="no WebSockets here"))
+    page.goto(stack.server.url(f"/tasks/{new_task_id('nobody')}/"))
+
+    # The HTTP fallback's 404 means what the socket's 4404 means.
+    expect(page.locator("#status")).to_have_text("no such task")
