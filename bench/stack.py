@@ -22,6 +22,8 @@ PY = sys.executable
 # Server kinds: the product (ASGI server + channel layer) and the two baselines.
 PRODUCT = ("uvicorn+pubsub", "uvicorn+core", "daphne+pubsub", "daphne+core")
 BASELINES = ("dict", "broadcast")
+# Server kinds: "<server>+<layer>" for the product, "dict" or "broadcast" for the baselines; a
+# "-sansio" suffix on uvicorn or dict runs uvicorn with websockets' sans-I/O protocol.
 
 
 def free_port() -> int:
@@ -57,6 +59,21 @@ def cpu_seconds(pid: int) -> float:
     """User plus system CPU time a process has used so far, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def is_baseline(kind: str) -> bool:
+    """Whether a server kind is one of the baselines rather than the product."""
+    return "+" not in kind
+
+
+def _uvicorn(app: str, port: int, kind: str) -> list[str]:
+    """uvicorn with uvloop and httptools; "-sansio" in the kind selects websockets' sans-I/O protocol."""
+    ws = "websockets-sansio" if kind.split("+")[0].endswith("-sansio") else "websockets"
+    return [
+        *(PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)),
+        *("--loop", "uvloop", "--http", "httptools", "--ws", ws, "--lifespan", "off"),
+        *("--no-access-log", "--log-level", "warning"),
+    ]
 
 
 class Stack:
@@ -126,70 +143,20 @@ class Stack:
         """Start one server of ``kind``; returns the process and its ws:// base URL."""
         port = free_port()
         hb = str(heartbeat)
-        if kind in BASELINES:
+        if kind == "broadcast":
             env = dict(os.environ, PYTHONPATH=str(ROOT), HEARTBEAT_INTERVAL=hb)
-            if kind == "dict":
-                args = [
-                    PY,
-                    "-m",
-                    "uvicorn",
-                    "bench.baselines.dict_server:app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--loop",
-                    "uvloop",
-                    "--http",
-                    "httptools",
-                    "--ws",
-                    "websockets",
-                    "--lifespan",
-                    "off",
-                    "--no-access-log",
-                    "--log-level",
-                    "warning",
-                ]
-            else:
-                args = [PY, "-m", "bench.baselines.broadcast_server", str(port)]
+            args = [PY, "-m", "bench.baselines.broadcast_server", str(port)]
+        elif kind.startswith("dict"):
+            env = dict(os.environ, PYTHONPATH=str(ROOT), HEARTBEAT_INTERVAL=hb)
+            args = _uvicorn("bench.baselines.dict_server:app", port, kind)
         else:
             server, layer = kind.split("+")
             env = self.env(layer, PROGRESS_HEARTBEAT_INTERVAL=hb)
-            if server == "uvicorn":
-                args = [
-                    PY,
-                    "-m",
-                    "uvicorn",
-                    "transcribe_project.asgi:application",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--loop",
-                    "uvloop",
-                    "--http",
-                    "httptools",
-                    "--ws",
-                    "websockets",
-                    "--lifespan",
-                    "off",
-                    "--no-access-log",
-                    "--log-level",
-                    "warning",
-                ]
+            if server.startswith("uvicorn"):
+                args = _uvicorn("transcribe_project.asgi:application", port, server)
             else:
-                args = [
-                    PY,
-                    "-m",
-                    "daphne",
-                    "-b",
-                    "127.0.0.1",
-                    "-p",
-                    str(port),
-                    "-v",
-                    "0",
-                    "transcribe_project.asgi:application",
-                ]
+                app = "transcribe_project.asgi:application"
+                args = [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0", app]
         profiler = Path(PY).with_name("py-spy")
         if os.environ.get("BENCH_PROFILE") and profiler.exists():
             # Sampled without pausing the server; collapsed stacks for reading, written when it stops.

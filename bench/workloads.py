@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .stack import BASELINES, Stack, cpu_seconds, rss_kb
+from .stack import Stack, cpu_seconds, is_baseline, rss_kb
 
 
 @dataclass(frozen=True)
@@ -60,11 +60,11 @@ def _split(items: list[str], parts: int) -> list[list[str]]:
 
 def _servers(stack: Stack, kind: str, count: int, heartbeat: float = 3600) -> list[Any]:
     # The baselines keep their sockets in one process's memory: they cannot be run as two.
-    return [stack.server(kind, heartbeat) for _ in range(1 if kind in BASELINES else count)]
+    return [stack.server(kind, heartbeat) for _ in range(1 if is_baseline(kind) else count)]
 
 
 def _init_tasks(stack: Stack, kind: str, tasks: list[str]) -> None:
-    if kind not in BASELINES:
+    if not is_baseline(kind):
         layer = kind.split("+")[1]
         stack.result(stack.produce({"target": "product", "tasks": tasks, "init": True}, stack.env(layer)))
 
@@ -92,7 +92,7 @@ def stream(
         loads = [stack.load(chunk) for chunk in _split(urls, clients)]
         for load in loads:
             stack.wait_ready(load)
-        if kind in BASELINES:
+        if is_baseline(kind):
             env, target = stack.env(), procs[0][1]
         else:
             env, target = stack.env(kind.split("+")[1]), "product"
