@@ -1,4 +1,4 @@
-"""The WebSocket end: one consumer per watcher, fed its task's group messages by the process's hub."""
+"""The WebSocket end: one consumer per watcher, fed by its task's channel-layer group."""
 
 from __future__ import annotations
 
@@ -6,16 +6,13 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections import deque
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
-from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
-from channels.layers import get_channel_layer
 
-from . import fanout, store
+from . import store
 from .conf import get_settings
 from .publish import bind_server_loop
 from .schemas import (
@@ -30,6 +27,7 @@ log = logging.getLogger("progress")
 
 CLOSE_NORMAL = 1000
 CLOSE_POLICY = 1008
+CLOSE_SERVICE_RESTART = 1012
 CLOSE_UNKNOWN_TASK = 4404
 
 _snapshot = database_sync_to_async(store.snapshot)
@@ -48,25 +46,36 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     order: asyncio.Lock
     """Held while frames about the task are sent, so live and caught-up frames never interleave."""
     heartbeat: asyncio.Task[None] | None
-    inbox: deque[dict[str, Any]] | None
-    """Group messages handed over by the process's hub, not yet sent (None until the first)."""
-    pump: asyncio.Task[None] | None
-    ready: bool
-    """Set once connect() has sent the snapshot or catch-up: live frames wait until then."""
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """Run on the client's messages alone: the process's hub brings the task's group messages."""
-        # Channels would also give each socket a channel of its own, and a task waiting on it: memory
-        # and a subscription per socket that nothing here uses.
-        self.scope = scope
-        self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        self.channel_name = None
-        self.base_send = send
+    # Channels assigns channel_receive (the layer's receive for this socket's channel) before it
+    # starts dispatching; this property hands it a wrapper, so a channel layer that fails (Redis
+    # restarting) ends the socket with 1012 and a log line, not a traceback and 1011.
+    @property
+    def channel_receive(self) -> Any:
+        """The socket's channel-layer receive, turning a failure into a ``layer.failed`` message."""
+        return self._receive_or_fail
+
+    @channel_receive.setter
+    def channel_receive(self, receive: Any) -> None:
+        self._layer_receive = receive
+        self._layer_failed = False
+
+    async def _receive_or_fail(self) -> dict[str, Any]:
+        if self._layer_failed:
+            await asyncio.Event().wait()  # reported once; the socket is closing
         try:
-            while True:
-                await self.dispatch(await receive())
-        except StopConsumer:
-            pass
+            message: dict[str, Any] = await self._layer_receive()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._layer_failed = True
+            log.warning("progress: channel layer failed under a watcher of a task: %r", exc)
+            return {"type": "layer.failed"}
+        return message
+
+    async def layer_failed(self, message: dict[str, Any]) -> None:
+        """Live delivery is broken: close with 1012, and the client resumes with ?last_seq."""
+        await self._finish(CLOSE_SERVICE_RESTART)
 
     async def connect(self) -> None:
         """Join the task's group first, then send what the watcher has not seen."""
@@ -78,11 +87,15 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.protocol_errors = 0
         self.heartbeat = None
         self.order = asyncio.Lock()
-        self.inbox = self.pump = None
-        self.ready = False
         # Joining before reading the state means nothing published in between is lost;
         # what arrives twice is dropped by seq in task_event().
-        await fanout.hub(self.channel_layer).join(self.group, self)
+        try:
+            await self.channel_layer.group_add(self.group, self.channel_name)
+        except Exception as exc:
+            log.warning("progress: channel layer unavailable, watcher of %s sent away: %r", self.task_id, exc)
+            await self.accept()
+            await self._finish(CLOSE_SERVICE_RESTART)
+            return
         await self.accept()
         resume_from, problem = self._resume_from()
         if problem:
@@ -98,9 +111,6 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             return
         if not self.finished:
             self.heartbeat = asyncio.create_task(self._beat())
-            self.ready = True
-            if self.inbox:
-                self.pump = asyncio.create_task(self._pump())
 
     def _resume_from(self) -> tuple[int | None, str | None]:
         """The ``last_seq`` query parameter (the last seq this watcher saw), or why it is unusable."""
@@ -155,27 +165,6 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.task_event(message)
         else:
             await super().dispatch(message)
-
-    def deliver(self, event: dict[str, Any]) -> None:
-        """Take a group message from the hub; one task per burst sends them in arrival order."""
-        if self.inbox is None:
-            self.inbox = deque()
-        self.inbox.append(event)
-        if self.pump is None and self.ready:
-            self.pump = asyncio.create_task(self._pump())
-
-    async def _pump(self) -> None:
-        inbox = self.inbox
-        try:
-            while inbox:
-                await self.task_event(inbox.popleft())
-        except Exception:
-            # A socket that failed mid-send: the client resumes by seq when it reconnects.
-            log.exception("progress: could not send to a watcher of task %s", self.task_id)
-            if inbox:
-                inbox.clear()
-        finally:
-            self.pump = None
 
     async def task_event(self, event: dict[str, Any]) -> None:
         """A message published to the task's group: forward it if it is the next one."""
@@ -261,13 +250,15 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def disconnect(self, code: int) -> None:
         """Leave the task's group and stop the heartbeat."""
-        for task in (getattr(self, "heartbeat", None), getattr(self, "pump", None)):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        if self.heartbeat is not None:
+            self.heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.heartbeat
         if hasattr(self, "group"):
-            await fanout.hub(self.channel_layer).leave(self.group, self)
+            try:
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+            except Exception as exc:  # the layer forgets the channel on its own (group expiry)
+                log.warning("progress: could not leave group %s: %r", self.group, exc)
 
 
 def _newer_than(task_id: str, seq: int) -> bool:

@@ -42,6 +42,36 @@ async def test_redis_layer_group_fan_out(redis_layer: RedisServer):
         assert await c.receive_nothing(0.5)
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("fast_progress")
+async def test_redis_layer_restart_closes_1012_and_resume_catches_up(redis_layer: RedisServer):
+    await areport_progress("job1", "queued", 0)
+    async with watching("/ws/tasks/job1/") as client:
+        snapshot = await receive(client)
+        assert isinstance(snapshot, SnapshotMessage)
+        await asyncio.to_thread(redis_layer.stop)
+        assert await client.receive_output(40) == {"type": "websocket.close", "code": 1012}
+        await areport_progress("job1", "transcribing", 10)  # stored; its fan-out fails
+    await asyncio.to_thread(redis_layer.start)  # empty: every group membership is gone
+    refused = 0
+    while True:  # as a client does: the pool's stale connections may fail a first try again
+        async with watching(f"/ws/tasks/job1/?last_seq={snapshot.seq}") as client:
+            first = await client.receive_output(10)
+            if first["type"] == "websocket.close" and refused < 20:
+                assert first["code"] == 1012
+                refused += 1
+                await asyncio.sleep(0.2)
+                continue
+            missed = parse_server_message(first["text"])
+            assert isinstance(missed, ProgressMessage)
+            assert (missed.seq, missed.percentage) == (2, 10)
+            await areport_progress("job1", "transcribing", 20)
+            live = await receive(client, timeout=10)
+            assert isinstance(live, ProgressMessage)
+            assert (live.seq, live.percentage) == (3, 20)
+            break
+
+
 @pytest.fixture
 def daphne_on_redis(redis_server: RedisServer, tmp_path: Path) -> Iterator[processes.Server]:
     """A real daphne process on the Redis layer with a migrated SQLite file and a task ``load``."""
