@@ -30,6 +30,12 @@ class ProgressSettings:
     CHANNEL_CAPACITY: int = 1000
     """Messages a consumer's channel may hold before the layer drops (recovered by seq)."""
 
+    @property
+    def min_interval(self) -> float:
+        """Seconds between two progress fan-outs of one task (0: no coalescing)."""
+        rate = self.MAX_UPDATES_PER_SECOND
+        return 1.0 / rate if rate > 0 else 0.0
+
 
 def _coerce(name: str, raw: str, default: Any) -> Any:
     """Parse an environment string to the type of the field's default."""

@@ -14,7 +14,6 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocke
 
 from . import store
 from .conf import get_settings
-from .publish import bind_server_loop
 from .schemas import (
     HeartbeatMessage,
     PongMessage,
@@ -22,6 +21,7 @@ from .schemas import (
     ProtocolErrorMessage,
     TaskStatus,
 )
+from .sender import bind_server_loop
 
 log = logging.getLogger("progress")
 

@@ -16,7 +16,7 @@ import pytest
 from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 
-from progress import publish
+from progress import sender
 from progress.schemas import ServerMessage, parse_server_message
 
 ORIGIN = (b"origin", b"http://127.0.0.1")
@@ -26,11 +26,11 @@ ORIGIN = (b"origin", b"http://127.0.0.1")
 def _fresh_layer() -> Iterator[None]:
     """Every test gets new channel layers and a publisher with no remembered loop."""
     channel_layers.backends = {}
-    publish._server_loop = None
-    publish._warned_in_memory = False
+    sender._server_loop = None
+    sender._warned_in_memory = False
     yield
     channel_layers.backends = {}
-    publish._server_loop = None
+    sender._server_loop = None
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-from progress.publish import bind_server_loop  # noqa: E402
 from progress.reaper import ensure_started as ensure_reaper  # noqa: E402
 from progress.routing import websocket_urlpatterns  # noqa: E402
+from progress.sender import bind_server_loop  # noqa: E402
 from transcription.jobs import ensure_recovered  # noqa: E402
 from transcription.upload import UploadGuard  # noqa: E402
 
