@@ -9,6 +9,7 @@ from . import views
 app_name = "transcription"
 
 urlpatterns = [
+    re_path(r"^$", views.index, name="index"),
     re_path(r"^api/tasks/?$", views.create_task, name="create-task"),
     re_path(r"^api/tasks/(?P<task_id>[^/]+)/result/?$", views.task_result, name="task-result"),
     re_path(r"^api/tasks/(?P<task_id>[^/]+)/retry/?$", views.retry_task, name="task-retry"),

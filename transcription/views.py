@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -217,3 +218,15 @@ def retry_task(request: HttpRequest, task_id: str) -> JsonResponse:
 def csrf_token(request: HttpRequest) -> JsonResponse:
     """GET /api/csrf/: sets the csrftoken cookie and returns it, for scripts that upload."""
     return JsonResponse({"csrf_token": get_token(request)})
+
+
+@ensure_csrf_cookie
+@require_GET
+def index(request: HttpRequest) -> HttpResponse:
+    """GET /: upload an audio file and watch its transcription live."""
+    from django.shortcuts import render
+
+    from progress.schemas import ProgressStage
+
+    stages = [s.value for s in ProgressStage]
+    return render(request, "transcription/index.html", {"stages": stages, "stages_json": json.dumps(stages)})

@@ -1,0 +1,52 @@
+"""The upload page: served with a CSRF cookie, and in Chromium it uploads, watches live, shows the transcript."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.test import Client
+from playwright.sync_api import Browser, sync_playwright
+
+from tests import processes
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.fixtures_audio import fraction_recognised, make_speech_wav, spoken_text
+
+
+@pytest.mark.django_db
+def test_index_page_serves_form_and_csrf_cookie():
+    response = Client().get("/")
+    assert response.status_code == 200
+    assert b'<form id="upload">' in response.content
+    assert b"progress/client.js" in response.content
+    assert "csrftoken" in response.cookies
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_index_page_upload_watch_and_transcript_on_embedded_default(tmp_path: Path, browser: Browser):
+    audio = make_speech_wav(tmp_path / "audio")
+    env = processes.project_env(tmp_path / "data")
+    processes.migrate(env)
+    with processes.runserver(env, tmp_path / "runserver.log") as server:
+        page = browser.new_page()
+        page.goto(server.url("/"))
+        page.set_input_files("input[type=file]", str(audio))
+        page.click("button[type=submit]")
+        page.wait_for_selector("#transcript p", timeout=120_000)
+        classes = page.eval_on_selector_all("#stages li", "els => els.map(e => e.className)")
+        transcript = page.inner_text("#transcript")
+    assert classes == ["done"] * 6
+    assert transcript.startswith("SPEAKER_1")
+    assert fraction_recognised(spoken_text(audio), transcript) >= 0.6
