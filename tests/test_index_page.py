@@ -1,4 +1,4 @@
-"""The upload page: served with a CSRF cookie, and in Chromium it uploads, watches live, shows the transcript."""
+"""The upload page: a CSRF cookie, and in Chromium an upload watched live to its transcript."""
 
 from __future__ import annotations
 
