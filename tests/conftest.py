@@ -18,6 +18,7 @@ from channels.testing import WebsocketCommunicator
 
 from progress import sender
 from progress.schemas import ServerMessage, parse_server_message
+from tests.postgres import PostgresServer
 
 ORIGIN = (b"origin", b"http://127.0.0.1")
 
@@ -144,3 +145,17 @@ def redis_layer(redis_server: RedisServer, settings: Any) -> RedisServer:
     }
     channel_layers.backends = {}
     return redis_server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 for the whole run (fails when not installed)."""
+    try:
+        server = PostgresServer()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
