@@ -1,19 +1,25 @@
 """The durable store on PostgreSQL: migrations, concurrent writers from several processes, the
-create race, stale and final reports, and the same snapshots and catch-ups as on SQLite."""
+create race, stale and final reports, the same snapshots and catch-ups as on SQLite, and the
+scaled stack (two daphne servers, a Celery worker, Redis) running a job on it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
+from contextlib import ExitStack
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import RedisServer
+from tests.e2e_client import Http, Watcher, celery_worker
+from tests.fixtures_audio import fraction_recognised, make_speech_wav, spoken_text
 from tests.postgres import PostgresServer
-from tests.processes import PYTHON, ROOT, manage, migrate, project_env
+from tests.processes import PYTHON, ROOT, daphne, manage, migrate, project_env, stop
 from tests.store_worker import scripted
 
 pytestmark = pytest.mark.postgres
@@ -68,6 +74,14 @@ def pg_scripted(database: Database) -> Any:
     return result(database.worker("script", "scripted"))
 
 
+def reap(processes: list[subprocess.Popen[str]]) -> None:
+    """Kill whichever of these workers a failed test left running."""
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
 def start_together(database: Database, task_id: str, workers: int, count: int, go: Path) -> list[Any]:
     """Start ``workers`` reporting processes, release them at once when all are connected; their outcomes."""
     processes = [database.worker("report", task_id, str(count), str(go), str(w)) for w in range(workers)]
@@ -80,10 +94,7 @@ def start_together(database: Database, task_id: str, workers: int, count: int, g
         go.touch()
         return [result(p) for p in processes]
     finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        reap(processes)
 
 
 def test_postgres_migrations_create_schema(database: Database) -> None:
@@ -137,20 +148,19 @@ def test_postgres_concurrent_reports_keep_one_order(database: Database, tmp_path
 
 
 def test_postgres_first_report_waits_for_a_racing_create(
-    database: Database, postgres_server: PostgresServer
+    database: Database, postgres_server: PostgresServer, tmp_path: Path
 ) -> None:
     # Another writer has inserted the task but not committed: the worker sees no row, its insert
     # waits on the primary key, fails once that commits, and the savepoint lets it carry on.
     held = postgres_server.connect(database.name)
     held.autocommit = False
+    held.execute(
+        "INSERT INTO progress_task (task_id, status, stage, percentage, seq, attempt, broadcast_seq,"
+        " created_at, updated_at) VALUES ('raced', 'running', 'queued', 0, 0, 1, 0, now(), now())"
+    )
+    (tmp_path / "go").touch()
+    worker = database.worker("report", "raced", "1", str(tmp_path / "go"), "0")
     try:
-        held.execute(
-            "INSERT INTO progress_task (task_id, status, stage, percentage, seq, attempt, broadcast_seq,"
-            " created_at, updated_at) VALUES ('raced', 'running', 'queued', 0, 0, 1, 0, now(), now())"
-        )
-        go = Path(postgres_server.directory) / "raced-go"
-        go.touch()
-        worker = database.worker("report", "raced", "1", str(go), "0")
         deadline = time.monotonic() + 120
         while not database.query(
             "SELECT 1 FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'"
@@ -161,9 +171,10 @@ def test_postgres_first_report_waits_for_a_racing_create(
             assert time.monotonic() < deadline, "the worker never waited on the insert"
             time.sleep(0.01)
         held.commit()
+        [outcome] = result(worker)
     finally:
         held.close()
-    [outcome] = result(worker)
+        reap([worker])
     assert (outcome["verdict"], outcome["seq"], outcome["prev_seq"]) == ("broadcast", 1, 0)
     assert database.query("SELECT seq, stage FROM progress_task WHERE task_id = 'raced'") == [
         (1, "transcribing")
@@ -198,3 +209,38 @@ def test_postgres_scripted_matches_sqlite(pg_scripted: Any, db: None) -> None:
     for here, there in zip(on_sqlite["steps"], pg_scripted["steps"], strict=True):
         assert here == there
     assert on_sqlite["unknown"] == pg_scripted["unknown"] == [None, None]
+
+
+async def watch_until_final(watchers: list[Watcher]) -> None:
+    """Run every watcher until its task ends."""
+    await asyncio.wait_for(asyncio.gather(*(w.run() for w in watchers)), 120)
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.redis
+def test_postgres_scaled_stack_runs_a_job(
+    postgres_server: PostgresServer, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    url = postgres_server.create_database("progress_stack")
+    env = project_env(tmp_path, DATABASE_URL=url, REDIS_URL=redis_server.url, PROGRESS_HEARTBEAT_INTERVAL="1")
+    migrate(env)
+    speech = make_speech_wav(tmp_path / "speech")
+    with ExitStack() as stack:
+        servers = [stack.enter_context(daphne(env, tmp_path / f"daphne{n}.log")) for n in (1, 2)]
+        client = Http(servers[0])
+        status, body = client.upload(speech.name, speech.read_bytes())
+        assert status == 201, body
+        task_id = body["task_id"]
+        watchers = [Watcher(server, task_id) for server in servers]
+        stack.callback(stop, celery_worker(env, tmp_path / "worker.log"))
+        asyncio.run(watch_until_final(watchers))
+        status, transcript = client.call("GET", f"/api/tasks/{task_id}/result")
+    stages = ["queued", "transcribing", "aligning", "diarizing", "complete"]
+    assert all(w.stages() == stages and w.final.stage == "complete" for w in watchers)
+    assert status == 200, transcript
+    assert fraction_recognised(spoken_text(speech), transcript["text"]) >= 0.6
+    rows = postgres_server.connect("progress_stack").execute(
+        "SELECT status, seq FROM progress_task WHERE task_id = %s", (task_id,)
+    )
+    assert rows.fetchall() == [("complete", max(w.last_seq for w in watchers))]
