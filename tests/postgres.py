@@ -32,11 +32,6 @@ class PostgresServer:
 
     def __init__(self) -> None:
         self.bin = binaries()
-        self.directory = Path(tempfile.mkdtemp(prefix="pgtest-"))
-        self.data = self.directory / "data"
-        self.log_path = self.directory / "server.log"
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
         self._user: dict[str, Any] = {}
         if os.geteuid() == 0:
             # initdb and postgres refuse to run as root: the cluster belongs to the postgres user.
@@ -44,8 +39,14 @@ class PostgresServer:
                 owner = pwd.getpwnam("postgres")
             except KeyError:
                 raise RuntimeError(f"no 'postgres' OS user to run the server as: {SETUP_HINT}") from None
-            os.chown(self.directory, owner.pw_uid, owner.pw_gid)
             self._user = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
+        self.directory = Path(tempfile.mkdtemp(prefix="pgtest-"))
+        if self._user:
+            os.chown(self.directory, self._user["user"], self._user["group"])
+        self.data = self.directory / "data"
+        self.log_path = self.directory / "server.log"
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
 
     def url(self, dbname: str = "postgres") -> str:
         """A DATABASE_URL for one database of this cluster."""
