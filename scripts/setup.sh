@@ -15,8 +15,8 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# Debian installs redis-server as a service; the project starts its own on free ports.
-if command -v systemctl >/dev/null 2>&1; then systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
+# Debian installs redis-server and postgresql as services; the tests start their own on free ports.
+if command -v systemctl >/dev/null 2>&1; then systemctl disable --now redis-server postgresql >/dev/null 2>&1 || true; fi
 
 PY=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
