@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypedDict
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from .models import Task, TaskEvent
 from .schemas import (
@@ -71,9 +71,49 @@ def group_name(task_id: str) -> str:
 
 
 def _locked(task_id: str) -> Task | None:
-    # select_for_update locks the row on PostgreSQL; on SQLite the IMMEDIATE transaction
-    # already holds the database's write lock, which serialises writers across processes.
-    return Task.objects.select_for_update().filter(pk=task_id).first()
+    # FOR UPDATE locks the row on PostgreSQL; on SQLite the IMMEDIATE transaction already holds
+    # the database's write lock, which serialises writers across processes. Raw SQL: compiling
+    # the ORM query was half the cost of a report.
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    sql = f"SELECT * FROM {_quoted(Task._meta.db_table)} WHERE {_column('task_id')} = %s{lock}"
+    rows = list(Task.objects.raw(sql, [task_id]))
+    return rows[0] if rows else None
+
+
+# What a progress report may change, written with one UPDATE (Model.save() compiled it anew).
+_PROGRESS_FIELDS = (
+    "seq",
+    "stage",
+    "percentage",
+    "message",
+    "updated_at",
+    "status",
+    "heartbeat_at",
+    "broadcast_seq",
+    "broadcast_at",
+)
+
+
+def _save_progress(task: Task) -> None:
+    fields = [f for f in Task._meta.concrete_fields if f.name in _PROGRESS_FIELDS]
+    assignments = ", ".join(f"{_column(f.name)} = %s" for f in fields)
+    values = [f.get_db_prep_save(getattr(task, f.attname), connection) for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_quoted(Task._meta.db_table)} SET {assignments} WHERE {_column('task_id')} = %s",
+            [*values, task.pk],
+        )
+
+
+def _quoted(name: str) -> str:
+    return str(connection.ops.quote_name(name))
+
+
+def _column(field_name: str) -> str:
+    """A Task field's column, quoted for the database in use."""
+    field = Task._meta.get_field(field_name)
+    assert not field.is_relation
+    return _quoted(str(getattr(field, "column", field_name)))
 
 
 def _lock_or_create(task_id: str, stage: ProgressStage, now: datetime) -> Task:
@@ -178,13 +218,13 @@ def record_progress(
         if verdict is Verdict.BROADCAST:
             text = _progress_frame(task, now)
             send = _fan_out(task, text, now_ts, final=stage is ProgressStage.COMPLETE)
-            task.save()
+            _save_progress(task)
             if stage_changed:
                 _event(task, text, stage, now)
         else:
             assert task.broadcast_at is not None  # COALESCE is only judged after a fan-out
             flush_at = task.broadcast_at + min_interval
-            task.save()
+            _save_progress(task)
     return Outcome(verdict, task.seq, send, flush_at)
 
 
