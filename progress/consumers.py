@@ -31,7 +31,8 @@ log = logging.getLogger("progress")
 
 CLOSE_NORMAL = 1000
 CLOSE_POLICY = 1008
-CLOSE_SERVICE_RESTART = 1012
+# 1012 (service restart) would say it, but daphne (autobahn) lets servers send only 1000 and 3000-4999.
+CLOSE_LAYER_DOWN = 4503
 CLOSE_UNKNOWN_TASK = 4404
 
 _snapshot = database_sync_to_async(store.snapshot)
@@ -84,7 +85,7 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     # Channels assigns channel_receive (the layer's receive for this socket's channel) before it
     # starts dispatching; this property hands it a wrapper, so a channel layer that fails (Redis
-    # restarting) ends the socket with 1012 and a log line, not a traceback and 1011.
+    # restarting) ends the socket with 4503 and a log line, not a traceback and 1011.
     @property
     def channel_receive(self) -> Any:
         """The socket's channel-layer receive, turning a failure into a ``layer.failed`` message."""
@@ -109,8 +110,8 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         return message
 
     async def layer_failed(self, message: dict[str, Any]) -> None:
-        """Live delivery is broken: close with 1012, and the client resumes with ?last_seq."""
-        await self._finish(CLOSE_SERVICE_RESTART)
+        """Live delivery is broken: close with 4503, and the client resumes with ?last_seq."""
+        await self._finish(CLOSE_LAYER_DOWN)
 
     async def connect(self) -> None:
         """Join the task's group first, then send what the watcher has not seen."""
@@ -129,7 +130,7 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         except Exception as exc:
             log.warning("progress: channel layer unavailable, watcher of %s sent away: %r", self.task_id, exc)
             await self.accept()
-            await self._finish(CLOSE_SERVICE_RESTART)
+            await self._finish(CLOSE_LAYER_DOWN)
             return
         await self.accept()
         resume_from, problem = self._resume_from()

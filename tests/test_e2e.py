@@ -201,6 +201,7 @@ async def test_e2e_scaled_redis_restart_watchers_catch_up(scaled, long_speech):
     for server in scaled.servers:
         assert server.process.poll() is None
         assert Http(server).call("GET", f"/api/tasks/{task_id}/")[1]["status"] == "complete"
+        assert "Exception inside application" not in server.log()  # closed with 4503, no traceback
     assert_complete_transcript(client, task_id, long_speech)
 
 

@@ -44,13 +44,13 @@ async def test_redis_layer_group_fan_out(redis_layer: RedisServer):
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("fast_progress")
-async def test_redis_layer_restart_closes_1012_and_resume_catches_up(redis_layer: RedisServer):
+async def test_redis_layer_restart_closes_4503_and_resume_catches_up(redis_layer: RedisServer):
     await areport_progress("job1", "queued", 0)
     async with watching("/ws/tasks/job1/") as client:
         snapshot = await receive(client)
         assert isinstance(snapshot, SnapshotMessage)
         await asyncio.to_thread(redis_layer.stop)
-        assert await client.receive_output(40) == {"type": "websocket.close", "code": 1012}
+        assert await client.receive_output(40) == {"type": "websocket.close", "code": 4503}
         await areport_progress("job1", "transcribing", 10)  # stored; its fan-out fails
     await asyncio.to_thread(redis_layer.start)  # empty: every group membership is gone
     refused = 0
@@ -58,7 +58,7 @@ async def test_redis_layer_restart_closes_1012_and_resume_catches_up(redis_layer
         async with watching(f"/ws/tasks/job1/?last_seq={snapshot.seq}") as client:
             first = await client.receive_output(10)
             if first["type"] == "websocket.close" and refused < 20:
-                assert first["code"] == 1012
+                assert first["code"] == 4503
                 refused += 1
                 await asyncio.sleep(0.2)
                 continue
