@@ -55,7 +55,6 @@ def task_page(request: HttpRequest, task_id: str) -> HttpResponse:
         "task_id": task_id,
         "task_id_json": json.dumps(task_id),
         "stages": stages,
-        "stages_json": json.dumps(stages),
         "heartbeat_interval": get_settings().HEARTBEAT_INTERVAL,
     }
     return render(request, "progress/task.html", context)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import threading
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import Page, expect
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from progress.schemas import ProgressStage
 from tests.conftest import RedisServer
@@ -31,6 +33,21 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 STAGES = [s.value for s in ProgressStage]
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """The system's headless Chromium (Playwright never downloads a browser here)."""
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("chromium is not installed: run scripts/setup.sh")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
 WAIT_MS = 30_000
 """How long a DOM expectation waits (a bound on hanging, not a speed requirement)."""
 

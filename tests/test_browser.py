@@ -10,16 +10,15 @@ from collections.abc import Iterator
 from contextlib import closing
 
 import pytest
-from playwright.sync_api import Browser, Page, Route, WebSocket, WebSocketRoute, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, WebSocket, WebSocketRoute, expect
 
 from tests.browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     RECORD_SHOWN,
     STAGES,
     WAIT_MS,
     BlackHoleProxy,
     Stack,
+    chromium,
     expect_shows,
     never_backwards,
     new_task_id,
@@ -43,15 +42,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """The system's headless Chromium (Playwright never downloads a browser here)."""
-    if not os.path.exists(CHROMIUM):
-        pytest.fail("chromium is not installed: run scripts/setup.sh")
     expect.set_options(timeout=WAIT_MS)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

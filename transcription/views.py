@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -229,4 +228,4 @@ def index(request: HttpRequest) -> HttpResponse:
     from progress.schemas import ProgressStage
 
     stages = [s.value for s in ProgressStage]
-    return render(request, "transcription/index.html", {"stages": stages, "stages_json": json.dumps(stages)})
+    return render(request, "transcription/index.html", {"stages": stages})

@@ -152,5 +152,14 @@
     tick();
   };
 
+  // Marks a list of <li data-stage> in pipeline order: earlier stages done, `stage` current.
+  TaskProgress.markStages = function (list, stage) {
+    var items = Array.prototype.slice.call(list.querySelectorAll("li[data-stage]"));
+    var at = items.map(function (li) { return li.dataset.stage; }).indexOf(stage);
+    items.forEach(function (li, i) {
+      li.className = i < at || stage === "complete" ? "done" : i === at ? "current" : "";
+    });
+  };
+
   global.TaskProgress = TaskProgress;
 })(window);
