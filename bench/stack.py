@@ -20,7 +20,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 
 # Server kinds: the product (ASGI server + channel layer) and the two baselines.
-PRODUCT = ("uvicorn+pubsub", "uvicorn+core", "daphne+pubsub", "daphne+core")
 BASELINES = ("dict", "broadcast")
 # Server kinds: "<server>+<layer>" for the product, "dict" or "broadcast" for the baselines; a
 # "-sansio" suffix on uvicorn or dict runs uvicorn with websockets' sans-I/O protocol.

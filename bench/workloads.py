@@ -23,8 +23,8 @@ class Sizes:
     c_count: int = 20
     d_conns: int = 10_000
     d_tasks: int = 1000
-    d_heartbeat: float = 10
-    d_hold: float = 25
+    d_heartbeat: float = 5
+    d_hold: float = 12
     e_calls: int = 1000
     clients: int = 2
     drain: float = 30
@@ -39,8 +39,8 @@ QUICK = Sizes(
     c_count=4,
     d_conns=200,
     d_tasks=20,
-    d_heartbeat=1,
-    d_hold=2.5,
+    d_heartbeat=0.5,
+    d_hold=1.5,
     e_calls=100,
     drain=10,
 )
