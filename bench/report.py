@@ -70,15 +70,15 @@ def table(results: dict[str, dict[str, dict[str, Any]]], sizes: dict[str, Any]) 
         lines.append(TITLES[workload].format(**sizes))
         cols = COLUMNS[workload]
         key = KEY.get(workload)
-        header = [f"{'server':<16}"] + [f"{label:>15}" for _, label, _ in cols]
+        header = [f"{'server':<22}"] + [f"{label:>15}" for _, label, _ in cols]
         if key:
             header += [f"{'x dict':>8}", f"{'x broadcast':>12}"]
         lines.append(" ".join(header))
         for server, figures in rows.items():
             if "error" in figures:
-                lines.append(f"{server:<16} failed: {figures['error']}")
+                lines.append(f"{server:<22} failed: {figures['error']}")
                 continue
-            cells = [f"{server:<16}"] + [f"{_fmt(fmt, figures[k]):>15}" for k, _, fmt in cols]
+            cells = [f"{server:<22}"] + [f"{_fmt(fmt, figures[k]):>15}" for k, _, fmt in cols]
             if key:
                 for base, width in (("dict", 8), ("broadcast", 12)):
                     ref = rows.get(base, {}).get(key)
