@@ -91,14 +91,23 @@ class PostgresServer:
             "full_page_writes": "off",
             "logging_collector": "off",
         }
-        args = [str(self.bin / "postgres"), "-D", str(self.data)]
-        for name, value in settings.items():
-            args += ["-c", f"{name}={value}"]
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                args, cwd=self.directory, stdout=log, stderr=subprocess.STDOUT, **self._user
-            )
-        self._wait_ready()
+        for _ in range(5):  # another run may take the free port first: then try another
+            settings["port"] = str(self.port)
+            args = [str(self.bin / "postgres"), "-D", str(self.data)]
+            for name, value in settings.items():
+                args += ["-c", f"{name}={value}"]
+            with open(self.log_path, "ab") as log:
+                self.process = subprocess.Popen(
+                    args, cwd=self.directory, stdout=log, stderr=subprocess.STDOUT, **self._user
+                )
+            try:
+                self._wait_ready()
+                return
+            except RuntimeError:
+                if "could not bind" not in self.log() and "already in use" not in self.log():
+                    raise
+                self.port = free_port()
+        raise RuntimeError(f"postgres found no free port:\n{self.log()}")
 
     def _wait_ready(self, timeout: float = 60) -> None:
         import psycopg
@@ -109,7 +118,9 @@ class PostgresServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"postgres exited with {self.process.returncode}:\n{self.log()}")
             try:
-                with self.connect():
+                # Through this cluster's own unix socket: a TCP connect could reach another
+                # run's cluster that holds the port this one failed to bind.
+                with psycopg.connect(host=str(self.directory), port=self.port, user="postgres"):
                     return
             except psycopg.OperationalError:
                 time.sleep(0.05)
