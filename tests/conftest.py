@@ -71,6 +71,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class PortTaken(RuntimeError):
+    """A server could not listen on the port it was given."""
+
+
 class RedisServer:
     """A real redis-server on a free loopback port, started and stopped by the test run."""
 
@@ -107,10 +111,18 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
                     s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
+                    answered = s.recv(16).startswith(b"+PONG")
             except OSError:
-                time.sleep(0.05)
+                answered = False
+            # A server that failed to bind exits at once; the PONG may have come from another
+            # run's redis-server on the same port, so it only counts while ours still runs.
+            time.sleep(0.05)
+            if self.process.poll() is not None:
+                raise PortTaken(
+                    f"redis-server exited with {self.process.returncode} (port {self.port} taken?)"
+                )
+            if answered:
+                return
         raise RuntimeError("redis-server did not start")
 
     def stop(self) -> None:
@@ -126,7 +138,14 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     if not (shutil.which("redis-server") or os.path.exists("/usr/bin/redis-server")):
         pytest.fail("redis-server is not installed: run scripts/setup.sh")
     server = RedisServer(tmp_path)
-    server.start()
+    for _ in range(4):  # the free port may be taken by another run before redis binds it
+        try:
+            server.start()
+            break
+        except PortTaken:
+            server.port = free_port()
+    else:
+        pytest.fail("redis-server found no free port")
     yield server
     server.stop()
 
