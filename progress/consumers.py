@@ -209,7 +209,8 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             if self.finished or event["seq"] <= self.last_seq:
                 return
             if event["prev_seq"] <= self.last_seq:
-                await self.send(text_data=event["text"])
+                # The frame is encoded already: straight to the server, past Channels' send wrappers.
+                await self.base_send({"type": "websocket.send", "text": event["text"]})
                 self.last_seq = event["seq"]
                 if event["final"]:
                     await self._finish(CLOSE_NORMAL)
