@@ -19,6 +19,7 @@ from channels.layers import get_channel_layer
 
 from . import store
 from .conf import get_settings
+from .inbox import Inbox, read_into
 from .schemas import (
     HeartbeatMessage,
     PongMessage,
@@ -66,8 +67,8 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
             sources.append(self.channel_receive)
         self.base_send = send
-        inbox = _Inbox()
-        readers = [asyncio.create_task(_read(source, inbox)) for source in sources]
+        inbox = Inbox()
+        readers = [asyncio.create_task(read_into(source, inbox)) for source in sources]
         try:
             while True:
                 message, dispatched = await inbox.get()
@@ -301,47 +302,6 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 await self.channel_layer.group_discard(self.group, self.channel_name)
             except Exception as exc:  # the layer forgets the channel on its own (group expiry)
                 log.warning("progress: could not leave group %s: %r", self.group, exc)
-
-
-class _Inbox:
-    """Messages read but not yet dispatched: at most one per source (an asyncio.Queue is ~1.5 KB)."""
-
-    __slots__ = ("items", "waiter")
-
-    def __init__(self) -> None:
-        self.items: list[tuple[Any, asyncio.Future[None]]] = []
-        self.waiter: asyncio.Future[None] | None = None
-
-    def put_nowait(self, item: tuple[Any, asyncio.Future[None]]) -> None:
-        """Add a message and wake the consumer's loop."""
-        self.items.append(item)
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-
-    async def get(self) -> tuple[Any, asyncio.Future[None]]:
-        """The oldest message, waiting for one if there is none."""
-        while not self.items:
-            self.waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
-        return self.items.pop(0)
-
-
-async def _read(source: Callable[[], Awaitable[dict[str, Any]]], inbox: _Inbox) -> None:
-    """Hand a source's messages to the consumer's loop, the next only once the last was dispatched."""
-    loop = asyncio.get_running_loop()
-    while True:
-        dispatched: asyncio.Future[None] = loop.create_future()
-        try:
-            message: Any = await source()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # raised in the consumer's loop, as Channels does
-            message = exc
-        inbox.put_nowait((message, dispatched))
-        await dispatched
 
 
 def _task_seq(task_id: str) -> int:
