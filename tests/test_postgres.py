@@ -8,6 +8,7 @@ import asyncio
 import json
 import subprocess
 import time
+import uuid
 from contextlib import ExitStack
 from itertools import pairwise
 from pathlib import Path
@@ -62,10 +63,13 @@ def result(process: subprocess.Popen[str]) -> Any:
 @pytest.fixture(scope="module")
 def database(postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Database:
     """A fresh database migrated by ``manage.py migrate`` in a child process with DATABASE_URL."""
-    url = postgres_server.create_database("progress_store")
+    # A name of its own each time: pytest-django runs this module's non-transactional test first,
+    # apart from the rest, so the fixture is set up twice in one session.
+    name = f"progress_store_{uuid.uuid4().hex[:8]}"
+    url = postgres_server.create_database(name)
     env = project_env(tmp_path_factory.mktemp("pg-data"), DATABASE_URL=url)
     migrate(env)
-    return Database(postgres_server, "progress_store", env)
+    return Database(postgres_server, name, env)
 
 
 @pytest.fixture(scope="module")
