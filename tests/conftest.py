@@ -42,6 +42,16 @@ def fast_progress(settings: Any) -> dict[str, Any]:
     return progress
 
 
+@pytest.fixture
+def media(settings: Any, tmp_path: Path) -> Path:
+    """Uploads land in this test's own MEDIA_ROOT, and jobs run in the in-process pool."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.FILE_UPLOAD_TEMP_DIR = settings.MEDIA_ROOT / "tmp"
+    settings.FILE_UPLOAD_TEMP_DIR.mkdir(parents=True)
+    settings.REDIS_URL = ""
+    return Path(settings.MEDIA_ROOT)
+
+
 def application() -> Any:
     from transcribe_project.asgi import application
 

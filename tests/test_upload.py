@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -17,15 +16,6 @@ from tests.conftest import application
 from tests.fixtures_audio import make_speech_wav
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_progress")]
-
-
-@pytest.fixture
-def media(settings, tmp_path: Path) -> Path:
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.FILE_UPLOAD_TEMP_DIR = settings.MEDIA_ROOT / "tmp"
-    settings.FILE_UPLOAD_TEMP_DIR.mkdir(parents=True)
-    settings.REDIS_URL = ""
-    return Path(settings.MEDIA_ROOT)
 
 
 TOKEN = b"a" * 32

@@ -18,15 +18,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 
 @pytest.fixture
-def media(settings, tmp_path: Path) -> Path:
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.FILE_UPLOAD_TEMP_DIR = settings.MEDIA_ROOT / "tmp"
-    settings.FILE_UPLOAD_TEMP_DIR.mkdir(parents=True)
-    settings.REDIS_URL = ""
-    return Path(settings.MEDIA_ROOT)
-
-
-@pytest.fixture
 def client() -> Client:
     """A client that must do the CSRF dance, as a script would."""
     client = Client(enforce_csrf_checks=True)
