@@ -45,6 +45,19 @@ def run(
     results: dict[str, dict[str, dict[str, Any]]] = {w: {} for w in "ABCDE" if w in only}
     stack = Stack(workdir)
     s = sizes
+    # The three fan-out workloads differ only in shape: tasks, watchers each, updates and pace.
+    streams: dict[str, dict[str, Any]] = {
+        "A": {"tasks": 1, "watchers": s.a_watchers, "count": s.a_count, "rate": s.a_rate},
+        "B": {"tasks": 1, "watchers": s.b_watchers, "count": s.b_count, "rate": 0},
+        "C": {
+            "tasks": s.c_tasks,
+            "watchers": 2,
+            "count": s.c_count,
+            "rate": s.c_rate,
+            "servers": 2,
+            "producers": 2,
+        },
+    }
     try:
         stack.start_redis()
         stack.migrate()
@@ -53,43 +66,9 @@ def run(
                 name = workload.lower()
                 started = time.monotonic()
                 try:
-                    if workload == "A":
+                    if workload in streams:
                         r = workloads.stream(
-                            stack,
-                            kind,
-                            name,
-                            tasks=1,
-                            watchers=s.a_watchers,
-                            count=s.a_count,
-                            rate=s.a_rate,
-                            clients=s.clients,
-                            drain=s.drain,
-                        )
-                    elif workload == "B":
-                        r = workloads.stream(
-                            stack,
-                            kind,
-                            name,
-                            tasks=1,
-                            watchers=s.b_watchers,
-                            count=s.b_count,
-                            rate=0,
-                            clients=s.clients,
-                            drain=s.drain,
-                        )
-                    elif workload == "C":
-                        r = workloads.stream(
-                            stack,
-                            kind,
-                            name,
-                            tasks=s.c_tasks,
-                            watchers=2,
-                            count=s.c_count,
-                            rate=s.c_rate,
-                            servers=2,
-                            clients=s.clients,
-                            producers=2,
-                            drain=s.drain,
+                            stack, kind, name, clients=s.clients, drain=s.drain, **streams[workload]
                         )
                     elif workload == "D":
                         r = workloads.idle(
