@@ -7,6 +7,8 @@ import time
 from types import SimpleNamespace
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from progress import store
 from progress.models import Task, TaskEvent
@@ -305,3 +307,25 @@ def test_store_catch_up_sees_an_end_written_between_its_reads(monkeypatch):
     assert [seq for seq, _ in result.frames] == [2]
     assert json.loads(result.frames[-1][1])["type"] == "error"
     assert result.final
+
+
+def test_store_progress_within_a_stage_is_two_statements():
+    progress("job1", T, 10)
+    with CaptureQueriesContext(connection) as queries:
+        progress("job1", T, 20)
+    # The locked read and the update (a test's savepoints aside): no deferred field is loaded.
+    verbs = [q["sql"].split()[0] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]]
+    assert verbs == ["SELECT", "UPDATE"]
+
+
+def test_store_progress_keeps_the_heartbeat_and_creation_time():
+    progress("job1", Q, 0)
+    progress("job1", T, 10)
+    before = Task.objects.get(pk="job1")
+    progress("job1", T, 20, "halfway")
+    after = Task.objects.get(pk="job1")
+    assert after.created_at == before.created_at
+    assert before.heartbeat_at is not None
+    assert after.heartbeat_at is not None
+    assert after.heartbeat_at >= before.heartbeat_at
+    assert (after.seq, after.percentage, after.message) == (3, 20, "halfway")
