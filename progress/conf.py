@@ -27,6 +27,8 @@ class ProgressSettings:
     """Largest upload accepted by the upload endpoint."""
     PUBLISH_QUEUE_SIZE: int = 10_000
     """Group messages a process may hold while the channel layer is slow or away."""
+    PUBLISH_LINGER: float = 0.002
+    """Seconds a process's sender waits for more messages to send them in one batch (0: none)."""
     CHANNEL_CAPACITY: int = 1000
     """Messages a consumer's channel may hold before the layer drops (recovered by seq)."""
 

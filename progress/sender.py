@@ -13,6 +13,7 @@ import os
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -90,6 +91,41 @@ class _Sender:
         self.task: asyncio.Task[None] | None = None
         self.unsent = 0
         self.dropped = 0
+        self.batches = 0
+        # Outcomes handed over by other threads. The loop is woken only when the sender sleeps: while
+        # it sends or lingers, reports pile up and leave in one batch (a wake-up per report cost a
+        # worker more CPU than its database write).
+        self.incoming: deque[tuple[Outcome, str]] = deque()
+        self.wake_lock = threading.Lock()
+        self.awake = False
+
+    def hand_over(self, outcome: Outcome, task_id: str) -> None:
+        """Pass an outcome to the loop from another thread."""
+        self.incoming.append((outcome, task_id))
+        with self.wake_lock:
+            if self.awake:
+                return
+            self.awake = True
+        self.loop.call_soon_threadsafe(self._take_incoming)
+
+    def _take_incoming(self) -> None:
+        """Move handed-over outcomes to the queue; go back to sleep if there is nothing to send."""
+        while True:
+            while self.incoming:
+                self.accept(*self.incoming.popleft())
+            if not self.queue.empty():
+                return  # _run sends, and takes what arrives meanwhile before it waits again
+            with self.wake_lock:
+                if not self.incoming:
+                    self.awake = False
+                    return
+
+    def accept(self, outcome: Outcome, task_id: str) -> None:
+        """Queue an outcome's message and schedule its flush (on the sender's loop)."""
+        if outcome.send is not None:
+            self.put(outcome.send)
+        if outcome.flush_at is not None:
+            self.schedule_flush(task_id, outcome.flush_at)
 
     def put(self, message: GroupMessage) -> None:
         """Queue a message (on the sender's loop); a full queue drops it, and seqs reveal the gap."""
@@ -120,18 +156,26 @@ class _Sender:
         except Exception:
             log.exception("progress: could not flush a coalesced update")
             return
-        if outcome is not None and outcome.send is not None:
-            self.put(outcome.send)
-        if outcome is not None and outcome.flush_at is not None:
-            self.schedule_flush(task_id, outcome.flush_at)
+        if outcome is not None:
+            self.accept(outcome, task_id)
 
     async def _run(self) -> None:
         failing = False
         while True:
-            message = await self.queue.get()
-            group = store.group_name(message["task_id"])
+            if self.queue.empty():
+                self._take_incoming()
+            batch = [await self.queue.get()]
+            linger = get_settings().PUBLISH_LINGER
+            if linger > 0 and self.queue.empty():
+                # A moment for more to arrive: a batch costs one wake-up and one Redis round trip.
+                await asyncio.sleep(linger)
+                while self.incoming:
+                    self.accept(*self.incoming.popleft())
+            while len(batch) < _BATCH and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            self.batches += 1
             try:
-                await get_channel_layer().group_send(group, dict(message))
+                await _group_send_all(batch)
             except Exception as exc:
                 # Watchers catch up from the durable state when the next message or heartbeat shows the gap.
                 if not failing:
@@ -142,20 +186,39 @@ class _Sender:
                     log.warning("progress: channel layer reachable again, fan-out resumed")
                 failing = False
             finally:
-                self.unsent -= 1
+                self.unsent -= len(batch)
 
     def pending(self) -> int:
-        """Messages queued or being sent, and flushes still scheduled."""
-        return self.unsent + len(self.flushing)
+        """Messages handed over, queued or being sent, and flushes still scheduled."""
+        return len(self.incoming) + self.unsent + len(self.flushing)
+
+
+# Messages sent in one go when several are waiting: one Redis round trip with a layer that batches.
+_BATCH = 200
+
+
+async def _group_send_all(batch: list[GroupMessage]) -> None:
+    """Send messages in order: in one call when the layer can batch (progress.layers), else one by one."""
+    layer = get_channel_layer()
+    send_many = getattr(layer, "group_send_many", None)
+    if send_many is not None:
+        await send_many([(store.group_name(m["task_id"]), dict(m)) for m in batch])
+        return
+    for message in batch:
+        await layer.group_send(store.group_name(message["task_id"]), dict(message))
 
 
 _senders: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sender] = weakref.WeakKeyDictionary()
+_senders_lock = threading.Lock()
 
 
 def _sender(loop: asyncio.AbstractEventLoop) -> _Sender:
     sender = _senders.get(loop)
     if sender is None:
-        sender = _senders[loop] = _Sender(loop)
+        with _senders_lock:
+            sender = _senders.get(loop)
+            if sender is None:
+                sender = _senders[loop] = _Sender(loop)
     return sender
 
 
@@ -163,22 +226,14 @@ def deliver(outcome: Outcome, loop: asyncio.AbstractEventLoop | None, task_id: s
     """Hand an outcome's message and flush to the sender on ``loop`` (from any thread)."""
     if loop is None or (outcome.send is None and outcome.flush_at is None):
         return
-
-    def on_loop() -> None:
-        sender = _sender(loop)
-        if outcome.send is not None:
-            sender.put(outcome.send)
-        if outcome.flush_at is not None:
-            sender.schedule_flush(task_id, outcome.flush_at)
-
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:
         running = None
     if running is loop:
-        on_loop()
+        _sender(loop).accept(outcome, task_id)
     else:
-        loop.call_soon_threadsafe(on_loop)
+        _sender(loop).hand_over(outcome, task_id)
 
 
 def db_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -1,0 +1,98 @@
+"""The per-process sender: reports handed over from threads leave in order, in batches, none lost."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import pytest
+from channels.layers import channel_layers, get_channel_layer
+
+from progress import report_progress, sender, store
+from tests.conftest import RedisServer
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
+
+
+@pytest.fixture
+def pubsub_layer(redis_server: RedisServer, settings: Any) -> None:
+    """The project's pub/sub layer on a real redis-server, as REDIS_URL selects it."""
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "progress.layers.PubSubChannelLayer", "CONFIG": {"hosts": [redis_server.url]}}
+    }
+    channel_layers.backends = {}
+
+
+async def _subscribe(task_id: str) -> str:
+    layer = get_channel_layer()
+    assert layer is not None
+    channel: str = await layer.new_channel()
+    await layer.group_add(store.group_name(task_id), channel)
+    return channel
+
+
+async def _receive_until(channel: str, seq: int) -> list[dict[str, Any]]:
+    layer = get_channel_layer()
+    assert layer is not None
+    got: list[dict[str, Any]] = []
+    while not got or got[-1]["seq"] < seq:
+        got.append(await asyncio.wait_for(layer.receive(channel), 10))
+    return got
+
+
+def _report_in_thread(task_id: str, count: int) -> None:
+    def work() -> None:
+        for i in range(1, count + 1):
+            report_progress(task_id, "transcribing", min(i, 100), f"step {i}")
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+
+
+def _own_sender() -> sender._Sender:
+    assert sender._own_loop is not None
+    return sender._senders[sender._own_loop]
+
+
+async def test_sender_thread_reports_arrive_in_order_in_batches(pubsub_layer: None, fast_progress: Any):
+    channel = await _subscribe("job1")
+    await asyncio.to_thread(report_progress, "job1", "queued", 0)
+    await _receive_until(channel, 1)
+    await asyncio.to_thread(_report_in_thread, "job1", 300)
+    got = await _receive_until(channel, 301)
+    assert [m["seq"] for m in got] == list(range(2, 302))
+    assert [m["prev_seq"] for m in got] == list(range(1, 301))
+    assert await asyncio.to_thread(sender.wait_until_sent, 10)
+    # One wake-up and one Redis round trip carried several reports.
+    assert _own_sender().batches <= 150
+
+
+async def test_sender_without_linger_sends_everything(pubsub_layer: None, fast_progress: Any, settings: Any):
+    settings.PROGRESS = {**settings.PROGRESS, "PUBLISH_LINGER": 0}
+    channel = await _subscribe("job1")
+    await asyncio.to_thread(_report_in_thread, "job1", 50)
+    got = await _receive_until(channel, 50)
+    assert [m["seq"] for m in got] == list(range(1, 51))
+
+
+async def test_sender_coalesced_then_sent_reports_are_not_stranded(pubsub_layer: None, settings: Any):
+    # A coalesced report hands over only a flush; the loop must still wake for the next send.
+    settings.PROGRESS = {"MAX_UPDATES_PER_SECOND": 5}
+    channel = await _subscribe("job1")
+
+    def work() -> None:
+        report_progress("job1", "transcribing", 10)
+        time.sleep(0.05)  # the sender has sent it and sleeps
+        report_progress("job1", "transcribing", 20)  # coalesced: only a flush is handed over
+        time.sleep(0.05)
+        report_progress("job1", "aligning", 0)  # a stage change is sent at once
+
+    await asyncio.to_thread(work)
+    got = await _receive_until(channel, 3)
+    assert [m["seq"] for m in got] == [1, 3]
+    assert got[-1]["prev_seq"] == 1
+    assert '"stage":"aligning"' in got[-1]["text"]
+    assert await asyncio.to_thread(sender.wait_until_sent, 10)
