@@ -26,6 +26,7 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("max_ms", "max ms", "{:.1f}"),
         ("lost", "lost", "{:d}"),
         ("producer_lag_s", "prod. lag s", "{:.2f}"),
+        ("producer_cpu_us", "prod. CPU µs", "{:.0f}"),
     ],
     "D": [
         ("connected", "conns", "{:d}"),
@@ -40,6 +41,7 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("p99_us", "p99 µs", "{:.0f}"),
         ("max_us", "max µs", "{:.0f}"),
         ("calls_per_s", "calls/s", "{:,.0f}"),
+        ("cpu_us_per_call", "CPU µs/call", "{:.0f}"),
     ],
 }
 # The figure each workload is judged by, compared with the baselines as a ratio.

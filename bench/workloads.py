@@ -127,6 +127,8 @@ def stream(
         "drain_s": max(0.0, last - end),
         "publish_s": end - start,
         "producer_lag_s": max(m["max_lag_s"] for m in made),
+        "producer_cpu_us": sum(m["cpu_us_per_call"] * m["calls"] for m in made)
+        / max(1, sum(m["calls"] for m in made)),
     }
 
 
@@ -198,4 +200,5 @@ def report_cost(stack: Stack, kind: str, name: str, *, calls: int) -> dict[str, 
         "p99_us": pct(costs, 99),
         "max_us": pct(costs, 100),
         "calls_per_s": len(costs) / max(1e-6, made["end"] - made["start"]),
+        "cpu_us_per_call": made["cpu_us_per_call"],
     }
