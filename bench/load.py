@@ -1,8 +1,9 @@
 """A load-client process: holds WebSocket watchers and reports what they received, as JSON.
 
-Run by the orchestrator as ``python -m bench.load CONFIG_FILE``. It connects every watcher, prints
-``READY``, then reads one stdin line ``finish SECONDS``: it waits up to that long for every watcher's
-final frame (stage ``complete``), closes all sockets and writes its results as JSON to ``out``.
+Run by the orchestrator as ``python -m bench.load CONFIG_FILE``. It connects every watcher (with
+``synced``, until each has its first frame, the product's snapshot), prints ``READY``, then reads one
+stdin line ``finish SECONDS``: it waits up to that long for every watcher's final frame (stage
+``complete``), closes all sockets and writes its results as JSON to ``out``.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ async def run(config: dict[str, Any]) -> dict[str, Any]:
     gate = asyncio.Semaphore(config.get("concurrency", 100))
     failed: list[str] = []
     connected_at: list[float] = [0.0] * len(urls)
+    synced = bool(config.get("synced"))
 
     async def open_one(i: int) -> None:
         async with gate:
@@ -109,6 +111,14 @@ async def run(config: dict[str, Any]) -> dict[str, Any]:
             except Exception as exc:  # counted and reported: a refused socket is a result
                 failed.append(repr(exc)[:200])
                 return
+            if synced:
+                # The product's first frame is the task's snapshot: until then the watcher is still
+                # connecting (group joined, state read), not yet waiting for live updates.
+                try:
+                    await asyncio.wait_for(ws.recv(decode=False), 120)
+                except Exception as exc:
+                    failed.append(f"no snapshot: {exc!r}"[:200])
+                    return
         sockets[i] = ws
         connected_at[i] = time.time()
         listeners.append(asyncio.create_task(_listen(ws, watchers[i], totals, all_final, left)))

@@ -183,12 +183,17 @@ class Stack:
         self.counter += 1
         return self.workdir / f"{proc_kind}-{self.counter}.json"
 
-    def load(self, urls: list[str], concurrency: int = 100) -> subprocess.Popen[bytes]:
-        """A load-client process holding these watcher URLs; ``wait_ready`` until it has connected."""
+    def load(self, urls: list[str], concurrency: int = 100, synced: bool = False) -> subprocess.Popen[bytes]:
+        """A load-client process holding these watcher URLs; ``wait_ready`` until it has connected.
+
+        ``synced``: a watcher counts as connected once its first frame (the snapshot) arrived.
+        """
         out = self._out("load")
         # Through a file: 10,000 URLs exceed the kernel's limit on one argument.
         config = out.with_suffix(".config")
-        config.write_text(json.dumps({"urls": urls, "concurrency": concurrency, "out": str(out)}))
+        config.write_text(
+            json.dumps({"urls": urls, "concurrency": concurrency, "synced": synced, "out": str(out)})
+        )
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         proc = self._spawn(
             [PY, "-m", "bench.load", str(config)],

@@ -89,7 +89,8 @@ def stream(
         ids = [f"{name}-{kind.replace('+', '_')}-{i}" for i in range(tasks)]
         _init_tasks(stack, kind, ids)
         urls = [f"{procs[w % len(procs)][1]}/ws/tasks/{t}/" for t in ids for w in range(watchers)]
-        loads = [stack.load(chunk) for chunk in _split(urls, clients)]
+        # Measured from when every watcher is in sync: the baselines send nothing on connect.
+        loads = [stack.load(chunk, synced=not is_baseline(kind)) for chunk in _split(urls, clients)]
         for load in loads:
             stack.wait_ready(load)
         if is_baseline(kind):
