@@ -106,7 +106,7 @@ if REDIS_URL:
     }
     if REDIS_LAYER == "pubsub":
         _layer: dict[str, Any] = CHANNEL_LAYERS["default"]
-        _layer["BACKEND"] = "channels_redis.pubsub.RedisPubSubChannelLayer"
+        _layer["BACKEND"] = "progress.layers.PubSubChannelLayer"  # RedisPubSubChannelLayer, lighter
         del _layer["CONFIG"]["capacity"]  # pub/sub queues in-process, unbounded
 else:
     CHANNEL_LAYERS = {
