@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import logging
@@ -41,6 +40,9 @@ _snapshot = database_sync_to_async(store.snapshot)
 _terminal_frame = database_sync_to_async(store.terminal_frame)
 _catch_up = database_sync_to_async(store.catch_up)
 
+HEARTBEAT_TICK: dict[str, Any] = {"type": "heartbeat.tick"}
+"""Put into a consumer's inbox by its heartbeat timer, so the heartbeat goes out in turn with the rest."""
+
 
 class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     """Streams one task's progress to one watcher, in seq order, with no gaps or repeats."""
@@ -50,9 +52,11 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     last_seq: int
     finished: bool
     protocol_errors: int
-    order: asyncio.Lock
-    """Held while frames about the task are sent, so live and caught-up frames never interleave."""
-    heartbeat: asyncio.Task[None] | None
+    inbox: Inbox
+    """Every message the consumer dispatches, one at a time: so frames about the task never interleave."""
+    beat_due: float
+    beat_timer: asyncio.TimerHandle | None
+    """The next heartbeat's timer: a TimerHandle per socket, not a task (~1 KB less each)."""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Channels' consumer loop, with one long-lived reader per message source."""
@@ -67,7 +71,8 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
             sources.append(self.channel_receive)
         self.base_send = send
-        inbox = Inbox()
+        self.beat_timer = None
+        inbox = self.inbox = Inbox()
         readers = [asyncio.create_task(read_into(source, inbox)) for source in sources]
         try:
             while True:
@@ -77,10 +82,12 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                         raise message
                     await self.dispatch(message)
                 finally:
-                    dispatched.set_result(None)
+                    if dispatched is not None:
+                        dispatched.set_result(None)
         except StopConsumer:
             pass
         finally:
+            self._stop_heartbeat()
             for reader in readers:
                 reader.cancel()
             await asyncio.gather(*readers, return_exceptions=True)
@@ -123,8 +130,6 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.last_seq = 0
         self.finished = False
         self.protocol_errors = 0
-        self.heartbeat = None
-        self.order = asyncio.Lock()
         # Joining before reading the state means nothing published in between is lost;
         # what arrives twice is dropped by seq in task_event().
         try:
@@ -148,7 +153,8 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self._finish(CLOSE_UNKNOWN_TASK)
             return
         if not self.finished:
-            self.heartbeat = asyncio.create_task(self._beat())
+            self.beat_due = asyncio.get_running_loop().time()
+            self._schedule_heartbeat()
 
     def _resume_from(self) -> tuple[int | None, str | None]:
         """The ``last_seq`` query parameter (the last seq this watcher saw), or why it is unusable."""
@@ -177,66 +183,88 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def _catch_up(self) -> bool:
         """Send every stage change and terminal message after last_seq, then the latest progress."""
-        async with self.order:
-            result = await _catch_up(self.task_id, self.last_seq)
-            if result is None:
-                return False
-            if self.last_seq > result.seq:
-                # A seq from the future (another server's database, a forged value): start over
-                # with a snapshot, which tells the client to forget the seq it had.
-                detail = f"last_seq {self.last_seq} is beyond this task's seq {result.seq}; sent a snapshot"
-                await self._protocol_error(ProtocolErrorCode.BAD_LAST_SEQ, detail)
-                return await self._send_snapshot()
-            for seq, frame in result.frames:
-                if seq > self.last_seq and not self.finished:
-                    await self.send(text_data=frame)
-                    self.last_seq = seq
-            if result.final:
-                await self._finish(CLOSE_NORMAL)
+        result = await _catch_up(self.task_id, self.last_seq)
+        if result is None:
+            return False
+        if self.last_seq > result.seq:
+            # A seq from the future (another server's database, a forged value): start over
+            # with a snapshot, which tells the client to forget the seq it had.
+            detail = f"last_seq {self.last_seq} is beyond this task's seq {result.seq}; sent a snapshot"
+            await self._protocol_error(ProtocolErrorCode.BAD_LAST_SEQ, detail)
+            return await self._send_snapshot()
+        for seq, frame in result.frames:
+            if seq > self.last_seq and not self.finished:
+                await self.send(text_data=frame)
+                self.last_seq = seq
+        if result.final:
+            await self._finish(CLOSE_NORMAL)
         return True
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        """Route hot progress messages straight to their handler; the rest as Channels does."""
+        """Route progress messages and heartbeats straight to their handler; the rest as Channels does."""
         # Channels awaits aclose_old_connections() before every handler: a thread hop that capped
-        # fan-out; task_event touches no database on its fast path, so it skips that.
-        if message["type"] == "task.event":
+        # fan-out; these handlers touch no database on the loop, so they skip it.
+        kind = message["type"]
+        if kind == "task.event":
             await self.task_event(message)
+        elif kind == HEARTBEAT_TICK["type"]:
+            await self.heartbeat_tick(message)
+        elif kind == "heartbeat.checked":
+            await self.heartbeat_checked(message)
         else:
             await super().dispatch(message)
 
     async def task_event(self, event: dict[str, Any]) -> None:
         """A message published to the task's group: forward it if it is the next one."""
-        async with self.order:
-            if self.finished or event["seq"] <= self.last_seq:
-                return
-            if event["prev_seq"] <= self.last_seq:
-                # The frame is encoded already: straight to the server, past Channels' send wrappers.
-                await self.base_send({"type": "websocket.send", "text": event["text"]})
-                self.last_seq = event["seq"]
-                if event["final"]:
-                    await self._finish(CLOSE_NORMAL)
-                return
+        if self.finished or event["seq"] <= self.last_seq:
+            return
+        if event["prev_seq"] <= self.last_seq:
+            # The frame is encoded already: straight to the server, past Channels' send wrappers.
+            await self.base_send({"type": "websocket.send", "text": event["text"]})
+            self.last_seq = event["seq"]
+            if event["final"]:
+                await self._finish(CLOSE_NORMAL)
+            return
         # Something between was lost (layer overload, a restart): the database has it.
         await self._catch_up()
 
-    async def _beat(self) -> None:
-        """Send a heartbeat every interval, and look for anything the live path lost."""
-        interval = get_settings().HEARTBEAT_INTERVAL
+    def _schedule_heartbeat(self) -> None:
+        # On a fixed cadence: a late heartbeat must not push every later one back.
+        self.beat_due += get_settings().HEARTBEAT_INTERVAL
         loop = asyncio.get_running_loop()
-        due = loop.time()
-        while not self.finished:
-            # On a fixed cadence: a slow check below must not push every later heartbeat back.
-            due += interval
-            await asyncio.sleep(max(0.0, due - loop.time()))
-            await self.send(text_data=HeartbeatMessage().model_dump_json())
-            try:
-                await self._catch_up_if_behind()
-            except Exception:
-                log.exception("progress: could not check task %s for missed messages", self.task_id)
+        self.beat_timer = loop.call_at(self.beat_due, self.inbox.put, HEARTBEAT_TICK)
 
-    async def _catch_up_if_behind(self) -> None:
-        if await _newest_seq(self.task_id) > self.last_seq:
+    def _stop_heartbeat(self) -> None:
+        if self.beat_timer is not None:
+            self.beat_timer.cancel()
+            self.beat_timer = None
+
+    async def heartbeat_tick(self, message: dict[str, Any]) -> None:
+        """The heartbeat timer is due: send a heartbeat, and look for anything the live path lost."""
+        if self.finished or self.beat_timer is None:
+            return
+        await self.send(text_data=HeartbeatMessage().model_dump_json())
+        self._schedule_heartbeat()
+        # The read is shared and may take a while: its answer comes back through the inbox.
+        _newest_seq(self.task_id).add_done_callback(self._seq_read)
+
+    def _seq_read(self, read: asyncio.Future[int]) -> None:
+        if read.cancelled():
+            return
+        error = read.exception()
+        if error is not None:
+            log.error("progress: could not check task %s for missed messages", self.task_id, exc_info=error)
+            return
+        self.inbox.put({"type": "heartbeat.checked", "seq": read.result()})
+
+    async def heartbeat_checked(self, message: dict[str, Any]) -> None:
+        """The task's newest seq, read at a heartbeat: catch up if the live path lost something."""
+        if self.finished or message["seq"] <= self.last_seq:
+            return
+        try:
             await self._catch_up()
+        except Exception:
+            log.exception("progress: could not catch task %s up after a heartbeat", self.task_id)
 
     async def receive(
         self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
@@ -289,14 +317,12 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if self.finished:
             return
         self.finished = True
+        self._stop_heartbeat()
         await self.close(code)
 
     async def disconnect(self, code: int) -> None:
         """Leave the task's group and stop the heartbeat."""
-        if self.heartbeat is not None:
-            self.heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.heartbeat
+        self._stop_heartbeat()
         if hasattr(self, "group"):
             try:
                 await self.channel_layer.group_discard(self.group, self.channel_name)
@@ -318,15 +344,15 @@ _seq_reads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, async
 )
 
 
-async def _newest_seq(task_id: str) -> int:
-    """The task's newest seq, read at most once per half heartbeat interval per process."""
+def _newest_seq(task_id: str) -> asyncio.Task[int]:
+    """The read of the task's newest seq, made at most once per half heartbeat interval per process."""
     loop = asyncio.get_running_loop()
     reads = _seq_reads.setdefault(loop, {})
     read = reads.get(task_id)
     if read is None:
         read = reads[task_id] = loop.create_task(database_sync_to_async(_task_seq)(task_id))
         loop.call_later(get_settings().HEARTBEAT_INTERVAL / 2, reads.pop, task_id, None)
-    return await asyncio.shield(read)
+    return read
 
 
 class RefuseConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]

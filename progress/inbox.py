@@ -1,7 +1,9 @@
-"""The consumer's message loop plumbing: one long-lived reader per source, feeding a small inbox.
+"""The consumer's message loop plumbing: a small inbox its sources put messages into.
 
 Channels' await_many_dispatch made a task and an asyncio.wait() per message per socket (a fifth of
 a fan-out's CPU); this keeps its order (one message per source at a time, dispatched in turn).
+A source is a long-lived reader task (``read_into``), or a callback that puts messages without one
+(a channel layer's sink, the heartbeat timer).
 """
 
 from __future__ import annotations
@@ -10,31 +12,59 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+Item = tuple[Any, "asyncio.Future[None] | None"]
+"""A message and the future its reader waits on until it is dispatched (None: nobody waits)."""
+
+_COMPACT_AT = 64
+"""Dispatched items kept at the list's head before it is shortened (a list's pop(0) is O(n))."""
+
 
 class Inbox:
-    """Messages read but not yet dispatched: at most one per source (an asyncio.Queue is ~1.5 KB)."""
+    """Messages put but not yet dispatched, oldest first (an asyncio.Queue is ~1.5 KB)."""
 
-    __slots__ = ("items", "waiter")
+    __slots__ = ("head", "items", "waiter")
 
     def __init__(self) -> None:
-        self.items: list[tuple[Any, asyncio.Future[None]]] = []
+        self.items: list[Item | None] = []
+        self.head = 0
         self.waiter: asyncio.Future[None] | None = None
 
-    def put_nowait(self, item: tuple[Any, asyncio.Future[None]]) -> None:
+    def __len__(self) -> int:
+        return len(self.items) - self.head
+
+    def put_nowait(self, item: Item) -> None:
         """Add a message and wake the consumer's loop."""
         self.items.append(item)
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
-    async def get(self) -> tuple[Any, asyncio.Future[None]]:
+    def put(self, message: Any) -> None:
+        """Add a message that nobody waits on (a layer's sink, a timer)."""
+        self.put_nowait((message, None))
+
+    async def get(self) -> Item:
         """The oldest message, waiting for one if there is none."""
-        while not self.items:
+        items = self.items
+        while self.head == len(items):
             self.waiter = asyncio.get_running_loop().create_future()
             try:
                 await self.waiter
             finally:
                 self.waiter = None
-        return self.items.pop(0)
+        head = self.head
+        item = items[head]
+        assert item is not None
+        if head + 1 == len(items):
+            items.clear()
+            self.head = 0
+        elif head >= _COMPACT_AT and 2 * head >= len(items):
+            del items[: head + 1]
+            self.head = 0
+        else:
+            items[head] = None  # the message is not kept alive by the inbox while it is dispatched
+            self.head = head + 1
+        return item
 
 
 async def read_into(source: Callable[[], Awaitable[dict[str, Any]]], inbox: Inbox) -> None:

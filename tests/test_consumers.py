@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, ClassVar
 
 import pytest
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+from django.urls import re_path
 
-from progress import areport_error, areport_progress, report_progress
+from progress import areport_error, areport_progress, consumers, report_progress
+from progress.consumers import TaskProgressConsumer
 from progress.schemas import (
     ErrorMessage,
     HeartbeatMessage,
@@ -22,6 +29,30 @@ from progress.schemas import (
 from tests.conftest import application, receive, watching
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_progress")]
+
+
+class _Kept(TaskProgressConsumer):
+    """The consumer, keeping each instance so a test can look at its heartbeat timer."""
+
+    made: ClassVar[list[TaskProgressConsumer]] = []
+
+    async def connect(self) -> None:
+        type(self).made.append(self)
+        await super().connect()
+
+
+@asynccontextmanager
+async def kept(task_id: str) -> AsyncIterator[tuple[WebsocketCommunicator, TaskProgressConsumer]]:
+    """A connected watcher of ``task_id`` and its consumer instance."""
+    _Kept.made.clear()
+    app: Any = URLRouter([re_path(r"^ws/tasks/(?P<task_id>[^/]+)/$", _Kept.as_asgi())])
+    client = WebsocketCommunicator(app, f"/ws/tasks/{task_id}/")
+    connected, _ = await client.connect()
+    assert connected
+    try:
+        yield client, _Kept.made[0]
+    finally:
+        await client.disconnect()
 
 
 async def test_consumer_two_watchers_both_receive(fast_progress):
@@ -53,6 +84,77 @@ async def test_consumer_heartbeat_at_configured_interval(settings):
         # Two within receive()'s timeout: at the default 30 s interval none would come.
         beats = [await receive(client), await receive(client)]
         assert all(isinstance(b, HeartbeatMessage) for b in beats)
+
+
+async def test_consumer_heartbeat_keeps_a_fixed_cadence(settings):
+    settings.PROGRESS = {"HEARTBEAT_INTERVAL": 0.25}
+    await areport_progress("job1", "queued", 0)
+    loop = asyncio.get_running_loop()
+    async with watching("/ws/tasks/job1/") as client:
+        await receive(client)
+        arrivals = []
+        for _ in range(5):
+            assert isinstance(await receive(client), HeartbeatMessage)
+            arrivals.append(loop.time())
+        # Four intervals after the first beat, give or take a loaded machine, not drifting later.
+        assert 0.75 < arrivals[-1] - arrivals[0] < 1.3
+
+
+async def test_consumer_heartbeat_is_a_timer_not_a_task(settings):
+    settings.PROGRESS = {"HEARTBEAT_INTERVAL": 0.2}
+    await areport_progress("job1", "queued", 0)
+    async with kept("job1") as (client, consumer):
+        await receive(client)
+        assert isinstance(consumer.beat_timer, asyncio.TimerHandle)
+        assert isinstance(await receive(client), HeartbeatMessage)
+        files = [getattr(task.get_coro(), "cr_code", None) for task in asyncio.all_tasks()]
+        assert consumers.__file__ not in [code.co_filename for code in files if code is not None]
+
+
+async def test_consumer_heartbeat_timer_cancelled_on_disconnect(settings):
+    settings.PROGRESS = {"HEARTBEAT_INTERVAL": 0.2}
+    await areport_progress("job1", "queued", 0)
+    async with kept("job1") as (client, consumer):
+        await receive(client)
+        timer = consumer.beat_timer
+        assert timer is not None
+        assert not timer.cancelled()
+    assert timer.cancelled()
+    assert consumer.beat_timer is None
+
+
+async def test_consumer_heartbeat_timer_cancelled_when_task_finishes(settings):
+    settings.PROGRESS = {"HEARTBEAT_INTERVAL": 0.2}
+    await areport_progress("job1", "queued", 0)
+    async with kept("job1") as (client, consumer):
+        await receive(client)
+        timer = consumer.beat_timer
+        await areport_progress("job1", "complete", 100)
+        assert isinstance(await receive(client), ProgressMessage)
+        assert (await client.receive_output(3)) == {"type": "websocket.close", "code": 1000}
+        assert timer is not None
+        assert timer.cancelled()
+        assert await client.receive_nothing(0.5)
+
+
+async def test_consumer_heartbeat_takes_its_turn_in_a_burst():
+    await areport_progress("job1", "queued", 0)
+    async with kept("job1") as (client, consumer):
+        await receive(client)
+        # The heartbeat comes due in the middle of a burst: it goes out whole, between two frames.
+        for pct in range(1, 6):
+            await areport_progress("job1", "transcribing", pct)
+            if pct == 3:
+                consumer.inbox.put({"type": "heartbeat.tick"})
+        got = [await receive(client)]
+        while not isinstance(got[-1], ProgressMessage) or got[-1].seq < 6:
+            got.append(await receive(client))
+        assert sum(isinstance(m, HeartbeatMessage) for m in got) == 1
+        # Its check for missed messages may see seqs still in flight and catch up (the latest
+        # progress, skipping older progress), so the seqs rise but some may be left out.
+        seqs = [m.seq for m in got if isinstance(m, ProgressMessage)]
+        assert seqs == sorted(set(seqs))
+        assert seqs[-1] == 6
 
 
 async def test_consumer_ping_pong():
