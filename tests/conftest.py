@@ -160,19 +160,41 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
+LAYERS = {
+    "core": "channels_redis.core.RedisChannelLayer",
+    "pubsub": "progress.layers.PubSubChannelLayer",  # what REDIS_URL selects by default
+}
+
+
+def use_redis_layer(settings: Any, redis_server: RedisServer, kind: str) -> None:
+    """Point the default channel layer at the real redis-server, as REDIS_URL and REDIS_LAYER would."""
+    config: dict[str, Any] = {
+        "hosts": [{"address": redis_server.url, "max_connections": 4096, "socket_timeout": 30}]
+    }
+    if kind == "core":
+        config["capacity"] = 1000
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": LAYERS[kind], "CONFIG": config}}
+    channel_layers.backends = {}
+
+
 @pytest.fixture
 def redis_layer(redis_server: RedisServer, settings: Any) -> RedisServer:
-    """Point the default channel layer at the real redis-server, as REDIS_URL would."""
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {
-                "hosts": [{"address": redis_server.url, "max_connections": 4096, "socket_timeout": 30}],
-                "capacity": 1000,
-            },
-        }
-    }
-    channel_layers.backends = {}
+    """The core Redis layer (RedisChannelLayer) on a real redis-server."""
+    use_redis_layer(settings, redis_server, "core")
+    return redis_server
+
+
+@pytest.fixture
+def pubsub_layer(redis_server: RedisServer, settings: Any) -> RedisServer:
+    """The production pub/sub layer (progress.layers) on a real redis-server."""
+    use_redis_layer(settings, redis_server, "pubsub")
+    return redis_server
+
+
+@pytest.fixture(params=sorted(LAYERS))
+def any_redis_layer(request: pytest.FixtureRequest, redis_server: RedisServer, settings: Any) -> RedisServer:
+    """Each Redis layer in turn, on a real redis-server."""
+    use_redis_layer(settings, redis_server, request.param)
     return redis_server
 
 

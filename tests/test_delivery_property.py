@@ -220,6 +220,6 @@ async def test_delivery_property_no_watcher_misses_anything(settings, script, ra
 @pytest.mark.redis
 @hypothesis_settings(_examples, max_examples=25)
 @given(script=ops, rate=_rates, heartbeat=_heartbeats)
-async def test_delivery_property_on_redis_layer(settings, redis_layer, script, rate, heartbeat):
+async def test_delivery_property_on_redis_layer(settings, any_redis_layer, script, rate, heartbeat):
     settings.PROGRESS = {"MAX_UPDATES_PER_SECOND": rate, "HEARTBEAT_INTERVAL": heartbeat}
     await _check(script)

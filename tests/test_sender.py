@@ -8,21 +8,12 @@ import time
 from typing import Any
 
 import pytest
-from channels.layers import channel_layers, get_channel_layer
+from channels.layers import get_channel_layer
 
 from progress import report_progress, sender, store
 from tests.conftest import RedisServer
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
-
-
-@pytest.fixture
-def pubsub_layer(redis_server: RedisServer, settings: Any) -> None:
-    """The project's pub/sub layer on a real redis-server, as REDIS_URL selects it."""
-    settings.CHANNEL_LAYERS = {
-        "default": {"BACKEND": "progress.layers.PubSubChannelLayer", "CONFIG": {"hosts": [redis_server.url]}}
-    }
-    channel_layers.backends = {}
 
 
 async def _subscribe(task_id: str) -> str:
@@ -57,7 +48,9 @@ def _own_sender() -> sender._Sender:
     return sender._senders[sender._own_loop]
 
 
-async def test_sender_thread_reports_arrive_in_order_in_batches(pubsub_layer: None, fast_progress: Any):
+async def test_sender_thread_reports_arrive_in_order_in_batches(
+    pubsub_layer: RedisServer, fast_progress: Any
+):
     channel = await _subscribe("job1")
     await asyncio.to_thread(report_progress, "job1", "queued", 0)
     await _receive_until(channel, 1)
@@ -70,7 +63,9 @@ async def test_sender_thread_reports_arrive_in_order_in_batches(pubsub_layer: No
     assert _own_sender().batches <= 150
 
 
-async def test_sender_without_linger_sends_everything(pubsub_layer: None, fast_progress: Any, settings: Any):
+async def test_sender_without_linger_sends_everything(
+    pubsub_layer: RedisServer, fast_progress: Any, settings: Any
+):
     settings.PROGRESS = {**settings.PROGRESS, "PUBLISH_LINGER": 0}
     channel = await _subscribe("job1")
     await asyncio.to_thread(_report_in_thread, "job1", 50)
@@ -78,7 +73,7 @@ async def test_sender_without_linger_sends_everything(pubsub_layer: None, fast_p
     assert [m["seq"] for m in got] == list(range(1, 51))
 
 
-async def test_sender_coalesced_then_sent_reports_are_not_stranded(pubsub_layer: None, settings: Any):
+async def test_sender_coalesced_then_sent_reports_are_not_stranded(pubsub_layer: RedisServer, settings: Any):
     # A coalesced report hands over only a flush; the loop must still wake for the next send.
     settings.PROGRESS = {"MAX_UPDATES_PER_SECOND": 5}
     channel = await _subscribe("job1")
