@@ -54,25 +54,40 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     protocol_errors: int
     inbox: Inbox
     """Every message the consumer dispatches, one at a time: so frames about the task never interleave."""
+    layer_down: Exception | None
+    """Why the socket got no channel (a pub/sub layer subscribes it at once; Redis was down)."""
     beat_due: float
     beat_timer: asyncio.TimerHandle | None
     """The next heartbeat's timer: a TimerHandle per socket, not a task (~1 KB less each)."""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """Channels' consumer loop, with one long-lived reader per message source."""
+        """Channels' consumer loop: every source puts its messages into one inbox, dispatched in turn."""
         # Same order as Channels: both sources are read from the start, one message at a time, and
         # dispatched one after another. Channels' await_many_dispatch made a task and an
         # asyncio.wait() per message per socket instead: a fifth of the CPU of a fan-out.
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        sources: list[Callable[[], Awaitable[dict[str, Any]]]] = [receive]
-        if self.channel_layer is not None:
-            self.channel_name = await self.channel_layer.new_channel()
-            self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
-            sources.append(self.channel_receive)
         self.base_send = send
         self.beat_timer = None
         inbox = self.inbox = Inbox()
+        sources: list[Callable[[], Awaitable[dict[str, Any]]]] = [receive]
+        pushed = False
+        self.layer_down = None
+        if self.channel_layer is not None:
+            try:
+                self.channel_name = await self.channel_layer.new_channel()
+            except Exception as exc:  # a layer that subscribes here (pub/sub) with Redis down
+                self.layer_down = exc
+        if self.layer_down is None and self.channel_layer is not None:
+            deliver_to = getattr(self.channel_layer, "deliver_to", None)
+            if deliver_to is not None:
+                # The layer puts the channel's messages straight into the inbox: no reader task,
+                # one wake-up per message instead of two. Nothing can arrive before this line.
+                deliver_to(self.channel_name, inbox.put)
+                pushed = True
+            else:
+                self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+                sources.append(self.channel_receive)
         readers = [asyncio.create_task(read_into(source, inbox)) for source in sources]
         try:
             while True:
@@ -91,6 +106,15 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             for reader in readers:
                 reader.cancel()
             await asyncio.gather(*readers, return_exceptions=True)
+            if pushed:
+                await self._discard_channel()
+
+    async def _discard_channel(self) -> None:
+        """Forget the socket's channel in a layer that pushes (a cancelled receive does it for the rest)."""
+        try:
+            await self.channel_layer.discard_channel(self.channel_name)
+        except Exception as exc:  # Redis down: its subscriptions went with the connection
+            log.warning("progress: could not forget channel %s: %r", self.channel_name, exc)
 
     # Channels assigns channel_receive (the layer's receive for this socket's channel) before it
     # starts dispatching; this property hands it a wrapper, so a channel layer that fails (Redis
@@ -126,18 +150,19 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         """Join the task's group first, then send what the watcher has not seen."""
         bind_server_loop()
         self.task_id = self.scope["url_route"]["kwargs"]["task_id"]
-        self.group = store.group_name(self.task_id)
         self.last_seq = 0
         self.finished = False
         self.protocol_errors = 0
+        if self.layer_down is not None:  # the socket has no channel: nothing to join or leave
+            await self._layer_unavailable(self.layer_down)
+            return
+        self.group = store.group_name(self.task_id)
         # Joining before reading the state means nothing published in between is lost;
         # what arrives twice is dropped by seq in task_event().
         try:
             await self.channel_layer.group_add(self.group, self.channel_name)
         except Exception as exc:
-            log.warning("progress: channel layer unavailable, watcher of %s sent away: %r", self.task_id, exc)
-            await self.accept()
-            await self._finish(CLOSE_LAYER_DOWN)
+            await self._layer_unavailable(exc)
             return
         await self.accept()
         resume_from, problem = self._resume_from()
@@ -155,6 +180,11 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if not self.finished:
             self.beat_due = asyncio.get_running_loop().time()
             self._schedule_heartbeat()
+
+    async def _layer_unavailable(self, exc: Exception) -> None:
+        log.warning("progress: channel layer unavailable, watcher of %s sent away: %r", self.task_id, exc)
+        await self.accept()
+        await self._finish(CLOSE_LAYER_DOWN)
 
     def _resume_from(self) -> tuple[int | None, str | None]:
         """The ``last_seq`` query parameter (the last seq this watcher saw), or why it is unusable."""

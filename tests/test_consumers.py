@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
 import pytest
+from channels.layers import channel_layers
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.urls import re_path
@@ -26,7 +27,7 @@ from progress.schemas import (
     SnapshotMessage,
     TaskStatus,
 )
-from tests.conftest import application, receive, watching
+from tests.conftest import ORIGIN, RedisServer, application, receive, watching
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_progress")]
 
@@ -332,3 +333,87 @@ async def test_consumer_too_many_bad_frames_closes_1008(settings):
             ProtocolErrorCode.TOO_MANY_ERRORS,
         ]
         assert await client.receive_output(3) == {"type": "websocket.close", "code": 1008}
+
+
+@pytest.fixture
+def pubsub_layer(redis_server: RedisServer, settings: Any) -> RedisServer:
+    """The default channel layer as REDIS_LAYER=pubsub makes it: PubSubChannelLayer on a real Redis."""
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "progress.layers.PubSubChannelLayer",
+            "CONFIG": {"hosts": [{"address": redis_server.url, "socket_timeout": 30}]},
+        }
+    }
+    channel_layers.backends = {}
+    return redis_server
+
+
+def _readers() -> int:
+    return sum(getattr(t.get_coro(), "__name__", "") == "read_into" for t in asyncio.all_tasks())
+
+
+@pytest.mark.redis
+async def test_consumer_pushing_layer_delivers_in_order_without_a_reader(pubsub_layer: RedisServer):
+    await areport_progress("job1", "queued", 0)
+    async with watching("/ws/tasks/job1/") as client:
+        assert isinstance(await receive(client), SnapshotMessage)
+        assert _readers() == 1  # the client's; the layer puts channel messages into the inbox itself
+        for pct in range(1, 41):
+            await areport_progress("job1", "transcribing", pct)
+        got = [await receive(client, timeout=10) for _ in range(40)]
+        assert [(m.seq, m.percentage) for m in got if isinstance(m, ProgressMessage)] == [
+            (pct + 1, pct) for pct in range(1, 41)
+        ]
+
+
+@pytest.mark.redis
+async def test_consumer_pushing_layer_forgets_the_channel_on_disconnect(pubsub_layer: RedisServer):
+    from channels.layers import get_channel_layer
+
+    await areport_progress("job1", "queued", 0)
+    async with kept("job1") as (client, consumer):
+        await receive(client)
+        inner = get_channel_layer()._get_layer()
+        assert consumer.channel_name in inner.channels
+    assert consumer.channel_name not in inner.channels
+    assert not inner.groups.get(consumer.group)
+
+
+@pytest.mark.redis
+async def test_consumer_pushing_layer_down_at_connect_closes_4503(pubsub_layer: RedisServer):
+    await areport_progress("job1", "queued", 0)
+    await asyncio.to_thread(pubsub_layer.stop)
+    communicator = WebsocketCommunicator(application(), "/ws/tasks/job1/", headers=[ORIGIN])
+    connected, code = await communicator.connect(10)
+    assert (connected, code) == (True, None)
+    assert await communicator.receive_output(10) == {"type": "websocket.close", "code": 4503}
+
+
+async def test_consumer_in_memory_layer_keeps_a_channel_reader():
+    await areport_progress("job1", "queued", 0)
+    async with watching("/ws/tasks/job1/") as client:
+        assert isinstance(await receive(client), SnapshotMessage)
+        assert _readers() == 2  # InMemoryChannelLayer cannot push: its channel is read by a task
+        for pct in range(1, 6):
+            await areport_progress("job1", "transcribing", pct)
+        got = [await receive(client) for _ in range(5)]
+        assert [m.seq for m in got if isinstance(m, ProgressMessage)] == [2, 3, 4, 5, 6]
+
+
+@pytest.mark.redis
+async def test_consumer_pushing_layer_survives_a_redis_restart(pubsub_layer: RedisServer, settings: Any):
+    settings.PROGRESS = {"MAX_UPDATES_PER_SECOND": 0, "HEARTBEAT_INTERVAL": 1}
+    await areport_progress("job1", "queued", 0)
+    async with watching("/ws/tasks/job1/") as client:
+        assert isinstance(await receive(client), SnapshotMessage)
+        await asyncio.to_thread(pubsub_layer.stop)
+        await areport_progress("job1", "transcribing", 10)  # stored; its fan-out fails
+        await asyncio.to_thread(pubsub_layer.start)
+        await areport_progress("job1", "transcribing", 20)  # may be published before resubscribing
+        # The socket stays open: the next message's seq gap or a heartbeat's check catches it up.
+        got: list[ProgressMessage] = []
+        while not got or got[-1].seq < 3:
+            message = await receive(client, timeout=20)
+            if isinstance(message, ProgressMessage):
+                got.append(message)
+        assert [(m.seq, m.percentage) for m in got] == [(2, 10), (3, 20)]
