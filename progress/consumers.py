@@ -91,7 +91,10 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         readers = [asyncio.create_task(read_into(source, inbox)) for source in sources]
         try:
             while True:
-                message, dispatched = await inbox.get()
+                if not inbox:
+                    await inbox.wait()
+                    continue
+                message, dispatched = inbox.get_nowait()
                 try:
                     if isinstance(message, BaseException):
                         raise message

@@ -36,22 +36,25 @@ class Inbox:
         """Add a message and wake the consumer's loop."""
         self.items.append(item)
         waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def put(self, message: Any) -> None:
         """Add a message that nobody waits on (a layer's sink, a timer)."""
         self.put_nowait((message, None))
 
-    async def get(self) -> Item:
-        """The oldest message, waiting for one if there is none."""
+    def wait(self) -> asyncio.Future[None]:
+        """A future done at the next put: the loop awaits it, with no coroutine frame kept per socket."""
+        waiter = self.waiter
+        if waiter is None or waiter.done():  # done: cancelled with the loop that awaited it
+            waiter = self.waiter = asyncio.get_running_loop().create_future()
+        return waiter
+
+    def get_nowait(self) -> Item:
+        """The oldest message; the inbox must not be empty."""
         items = self.items
-        while self.head == len(items):
-            self.waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
         head = self.head
         item = items[head]
         assert item is not None
@@ -66,17 +69,23 @@ class Inbox:
             self.head = head + 1
         return item
 
+    async def get(self) -> Item:
+        """The oldest message, waiting for one if there is none."""
+        while not self:
+            await self.wait()
+        return self.get_nowait()
+
 
 async def read_into(source: Callable[[], Awaitable[dict[str, Any]]], inbox: Inbox) -> None:
     """Hand a source's messages to the consumer's loop, the next only once the last was dispatched."""
     loop = asyncio.get_running_loop()
     while True:
-        dispatched: asyncio.Future[None] = loop.create_future()
         try:
             message: Any = await source()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # raised in the consumer's loop, as Channels does
             message = exc
+        dispatched: asyncio.Future[None] = loop.create_future()  # made here: none kept while idle
         inbox.put_nowait((message, dispatched))
         await dispatched

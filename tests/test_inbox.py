@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from progress.inbox import Inbox, read_into
 
 
@@ -79,3 +81,25 @@ async def test_inbox_read_into_passes_a_source_error_on():
         assert isinstance(error, ConnectionError)
     finally:
         reader.cancel()
+
+
+async def test_inbox_wait_is_done_at_the_next_put():
+    inbox = Inbox()
+    waiter = inbox.wait()
+    assert inbox.wait() is waiter
+    assert not waiter.done()
+    inbox.put("x")
+    assert waiter.done()
+    assert inbox.get_nowait() == ("x", None)
+
+
+async def test_inbox_wait_after_a_cancelled_wait_is_a_new_future():
+    inbox = Inbox()
+    waiting = asyncio.create_task(asyncio.wait_for(inbox.wait(), 0.01))
+    with pytest.raises(TimeoutError):
+        await waiting
+    again = inbox.wait()
+    assert not again.done()
+    inbox.put("x")
+    await asyncio.wait_for(again, 1)
+    assert again.done()
