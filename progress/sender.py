@@ -161,19 +161,23 @@ class _Sender:
 
     async def _run(self) -> None:
         failing = False
+        last_sent = -1.0
         while True:
             if self.queue.empty():
                 self._take_incoming()
             batch = [await self.queue.get()]
             linger = get_settings().PUBLISH_LINGER
-            if linger > 0 and self.queue.empty():
-                # A moment for more to arrive: a batch costs one wake-up and one Redis round trip.
+            now = self.loop.time()
+            if linger > 0 and self.queue.empty() and now - last_sent < _BUSY * linger:
+                # Busy: a moment for more to arrive, as a batch costs one wake-up and one Redis
+                # round trip. A lone message (a task reporting a few times a second) goes at once.
                 await asyncio.sleep(linger)
                 while self.incoming:
                     self.accept(*self.incoming.popleft())
             while len(batch) < _BATCH and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             self.batches += 1
+            last_sent = now
             try:
                 await _group_send_all(batch)
             except Exception as exc:
@@ -195,6 +199,8 @@ class _Sender:
 
 # Messages sent in one go when several are waiting: one Redis round trip with a layer that batches.
 _BATCH = 200
+# The sender lingers only when its last batch left within this many lingers: reports are coming fast.
+_BUSY = 5
 
 
 async def _group_send_all(batch: list[GroupMessage]) -> None:

@@ -91,3 +91,14 @@ async def test_sender_coalesced_then_sent_reports_are_not_stranded(pubsub_layer:
     assert got[-1]["prev_seq"] == 1
     assert '"stage":"aligning"' in got[-1]["text"]
     assert await asyncio.to_thread(sender.wait_until_sent, 10)
+
+
+async def test_sender_lone_report_does_not_linger(
+    pubsub_layer: RedisServer, fast_progress: Any, settings: Any
+):
+    # A task reporting now and then is not held back waiting for company (10 s wait vs a 60 s linger).
+    settings.PROGRESS = {**settings.PROGRESS, "PUBLISH_LINGER": 60}
+    channel = await _subscribe("job1")
+    await asyncio.to_thread(report_progress, "job1", "queued", 0)
+    got = await _receive_until(channel, 1)
+    assert [m["seq"] for m in got] == [1]
