@@ -168,7 +168,7 @@ class _Sender:
             batch = [await self.queue.get()]
             linger = get_settings().PUBLISH_LINGER
             now = self.loop.time()
-            if linger > 0 and self.queue.empty() and now - last_sent < _BUSY * linger:
+            if linger > 0 and self.queue.empty() and now - last_sent < _BUSY:
                 # Busy: a moment for more to arrive, as a batch costs one wake-up and one Redis
                 # round trip. A lone message (a task reporting a few times a second) goes at once.
                 await asyncio.sleep(linger)
@@ -199,8 +199,8 @@ class _Sender:
 
 # Messages sent in one go when several are waiting: one Redis round trip with a layer that batches.
 _BATCH = 200
-# The sender lingers only when its last batch left within this many lingers: reports are coming fast.
-_BUSY = 5
+# The sender lingers only when its last batch left less than this many seconds ago: reports come fast.
+_BUSY = 0.01
 
 
 async def _group_send_all(batch: list[GroupMessage]) -> None:
