@@ -119,8 +119,14 @@ class _LoopLayer(RedisPubSubLoopLayer):  # type: ignore[misc]
         self._shards = [_Shard(host, self) for host in decode_hosts(hosts)]
 
     async def _subscribe_to_channel(self, channel: str) -> None:
-        self.channels[channel] = _Inbox()
-        await self._get_shard(channel).subscribe(channel)
+        inbox = self.channels[channel] = _Inbox()
+        try:
+            await self._get_shard(channel).subscribe(channel)
+        except BaseException:
+            # Nobody learns the name of a channel that failed to subscribe: nobody would discard it.
+            if self.channels.get(channel) is inbox:
+                del self.channels[channel]
+            raise
 
     async def receive(self, channel: str) -> dict[str, Any]:
         """The channel's next message; cancelled, it unsubscribes the channel as the base does."""

@@ -13,7 +13,7 @@ import redis
 import redis.exceptions
 
 from progress.layers import PubSubChannelLayer
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, free_port
 
 pytestmark = pytest.mark.redis
 
@@ -238,3 +238,12 @@ async def test_two_loops_share_one_layer_object(layer, redis_server):
 
     await asyncio.to_thread(asyncio.run, from_other_loop())
     assert (await asyncio.wait_for(layer.receive(a), 5))["seq"] == 1
+
+
+async def test_new_channel_redis_unreachable_leaves_no_inbox():
+    nowhere = PubSubChannelLayer(
+        hosts=[{"address": f"redis://127.0.0.1:{free_port()}/0", "socket_connect_timeout": 2}]
+    )
+    with pytest.raises(redis.exceptions.ConnectionError):
+        await asyncio.wait_for(nowhere.new_channel(), 30)
+    assert nowhere._get_layer().channels == {}
