@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import weakref
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
-from channels.exceptions import StopConsumer
-from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
-from channels.layers import get_channel_layer
+from channels.generic.websocket import AsyncWebsocketConsumer
 
 from . import store
 from .conf import get_settings
-from .inbox import Inbox, read_into
+from .inbox import InboxConsumer
 from .schemas import (
     HeartbeatMessage,
     PongMessage,
@@ -44,7 +40,7 @@ HEARTBEAT_TICK: dict[str, Any] = {"type": "heartbeat.tick"}
 """Put into a consumer's inbox by its heartbeat timer, so the heartbeat goes out in turn with the rest."""
 
 
-class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+class TaskProgressConsumer(InboxConsumer):
     """Streams one task's progress to one watcher, in seq order, with no gaps or repeats."""
 
     task_id: str
@@ -52,98 +48,9 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     last_seq: int
     finished: bool
     protocol_errors: int
-    inbox: Inbox
-    """Every message the consumer dispatches, one at a time: so frames about the task never interleave."""
-    layer_down: Exception | None
-    """Why the socket got no channel (a pub/sub layer subscribes it at once; Redis was down)."""
     beat_due: float
-    beat_timer: asyncio.TimerHandle | None
+    beat_timer: asyncio.TimerHandle | None = None
     """The next heartbeat's timer: a TimerHandle per socket, not a task (~1 KB less each)."""
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """Channels' consumer loop: every source puts its messages into one inbox, dispatched in turn."""
-        # Same order as Channels: both sources are read from the start, one message at a time, and
-        # dispatched one after another. Channels' await_many_dispatch made a task and an
-        # asyncio.wait() per message per socket instead: a fifth of the CPU of a fan-out.
-        self.scope = scope
-        self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        self.base_send = send
-        self.beat_timer = None
-        inbox = self.inbox = Inbox()
-        sources: list[Callable[[], Awaitable[dict[str, Any]]]] = [receive]
-        pushed = False
-        self.layer_down = None
-        if self.channel_layer is not None:
-            try:
-                self.channel_name = await self.channel_layer.new_channel()
-            except Exception as exc:  # a layer that subscribes here (pub/sub) with Redis down
-                self.layer_down = exc
-        if self.layer_down is None and self.channel_layer is not None:
-            deliver_to = getattr(self.channel_layer, "deliver_to", None)
-            if deliver_to is not None:
-                # The layer puts the channel's messages straight into the inbox: no reader task,
-                # one wake-up per message instead of two. Nothing can arrive before this line.
-                deliver_to(self.channel_name, inbox.put)
-                pushed = True
-            else:
-                self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
-                sources.append(self.channel_receive)
-        readers = [asyncio.create_task(read_into(source, inbox)) for source in sources]
-        try:
-            while True:
-                if not inbox:
-                    await inbox.wait()
-                    continue
-                message, dispatched = inbox.get_nowait()
-                try:
-                    if isinstance(message, BaseException):
-                        raise message
-                    await self.dispatch(message)
-                finally:
-                    if dispatched is not None:
-                        dispatched.set_result(None)
-        except StopConsumer:
-            pass
-        finally:
-            self._stop_heartbeat()
-            for reader in readers:
-                reader.cancel()
-            await asyncio.gather(*readers, return_exceptions=True)
-            if pushed:
-                await self._discard_channel()
-
-    async def _discard_channel(self) -> None:
-        """Forget the socket's channel in a layer that pushes (a cancelled receive does it for the rest)."""
-        try:
-            await self.channel_layer.discard_channel(self.channel_name)
-        except Exception as exc:  # Redis down: its subscriptions went with the connection
-            log.warning("progress: could not forget channel %s: %r", self.channel_name, exc)
-
-    # Channels assigns channel_receive (the layer's receive for this socket's channel) before it
-    # starts dispatching; this property hands it a wrapper, so a channel layer that fails (Redis
-    # restarting) ends the socket with 4503 and a log line, not a traceback and 1011.
-    @property
-    def channel_receive(self) -> Any:
-        """The socket's channel-layer receive, turning a failure into a ``layer.failed`` message."""
-        return self._receive_or_fail
-
-    @channel_receive.setter
-    def channel_receive(self, receive: Any) -> None:
-        self._layer_receive = receive
-        self._layer_failed = False
-
-    async def _receive_or_fail(self) -> dict[str, Any]:
-        if self._layer_failed:
-            await asyncio.Event().wait()  # reported once; the socket is closing
-        try:
-            message: dict[str, Any] = await self._layer_receive()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._layer_failed = True
-            log.warning("progress: channel layer failed under a watcher of a task: %r", exc)
-            return {"type": "layer.failed"}
-        return message
 
     async def layer_failed(self, message: dict[str, Any]) -> None:
         """Live delivery is broken: close with 4503, and the client resumes with ?last_seq."""
@@ -266,6 +173,10 @@ class TaskProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.beat_due += get_settings().HEARTBEAT_INTERVAL
         loop = asyncio.get_running_loop()
         self.beat_timer = loop.call_at(self.beat_due, self.inbox.put, HEARTBEAT_TICK)
+
+    def loop_ended(self) -> None:
+        """The consumer's loop stopped: no more heartbeats."""
+        self._stop_heartbeat()
 
     def _stop_heartbeat(self) -> None:
         if self.beat_timer is not None:

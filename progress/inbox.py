@@ -1,4 +1,4 @@
-"""The consumer's message loop plumbing: a small inbox its sources put messages into.
+"""The consumer's message loop: a small inbox its sources put messages into, and the loop that drains it.
 
 Channels' await_many_dispatch made a task and an asyncio.wait() per message per socket (a fifth of
 a fan-out's CPU); this keeps its order (one message per source at a time, dispatched in turn).
@@ -9,8 +9,16 @@ A source is a long-lived reader task (``read_into``), or a callback that puts me
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import get_channel_layer
+
+log = logging.getLogger("progress")
 
 Item = tuple[Any, "asyncio.Future[None] | None"]
 """A message and the future its reader waits on until it is dispatched (None: nobody waits)."""
@@ -89,3 +97,99 @@ async def read_into(source: Callable[[], Awaitable[dict[str, Any]]], inbox: Inbo
         dispatched: asyncio.Future[None] = loop.create_future()  # made here: none kept while idle
         inbox.put_nowait((message, dispatched))
         await dispatched
+
+
+class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+    """A JSON WebSocket consumer whose client, channel and timers all feed one inbox, dispatched in turn."""
+
+    inbox: Inbox
+    """Every message the consumer dispatches, one at a time: so frames about the task never interleave."""
+    layer_down: Exception | None
+    """Why the socket got no channel (a pub/sub layer subscribes it at once; Redis was down)."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Channels' consumer loop: every source puts its messages into one inbox, dispatched in turn."""
+        # Same order as Channels: both sources are read from the start, one message at a time, and
+        # dispatched one after another. Channels' await_many_dispatch made a task and an
+        # asyncio.wait() per message per socket instead: a fifth of the CPU of a fan-out.
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.base_send = send
+        inbox = self.inbox = Inbox()
+        sources: list[Callable[[], Awaitable[dict[str, Any]]]] = [receive]
+        pushed = False
+        self.layer_down = None
+        if self.channel_layer is not None:
+            try:
+                self.channel_name = await self.channel_layer.new_channel()
+            except Exception as exc:  # a layer that subscribes here (pub/sub) with Redis down
+                self.layer_down = exc
+        if self.layer_down is None and self.channel_layer is not None:
+            deliver_to = getattr(self.channel_layer, "deliver_to", None)
+            if deliver_to is not None:
+                # The layer puts the channel's messages straight into the inbox: no reader task,
+                # one wake-up per message instead of two. Nothing can arrive before this line.
+                deliver_to(self.channel_name, inbox.put)
+                pushed = True
+            else:
+                self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+                sources.append(self.channel_receive)
+        readers = [asyncio.create_task(read_into(source, inbox)) for source in sources]
+        try:
+            while True:
+                if not inbox:
+                    await inbox.wait()
+                    continue
+                message, dispatched = inbox.get_nowait()
+                try:
+                    if isinstance(message, BaseException):
+                        raise message
+                    await self.dispatch(message)
+                finally:
+                    if dispatched is not None:
+                        dispatched.set_result(None)
+        except StopConsumer:
+            pass
+        finally:
+            self.loop_ended()
+            for reader in readers:
+                reader.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+            if pushed:
+                await self._discard_channel()
+
+    async def _discard_channel(self) -> None:
+        """Forget the socket's channel in a layer that pushes (a cancelled receive does it for the rest)."""
+        try:
+            await self.channel_layer.discard_channel(self.channel_name)
+        except Exception as exc:  # Redis down: its subscriptions went with the connection
+            log.warning("progress: could not forget channel %s: %r", self.channel_name, exc)
+
+    # Channels assigns channel_receive (the layer's receive for this socket's channel) before it
+    # starts dispatching; this property hands it a wrapper, so a channel layer that fails (Redis
+    # restarting) ends the socket with 4503 and a log line, not a traceback and 1011.
+    @property
+    def channel_receive(self) -> Any:
+        """The socket's channel-layer receive, turning a failure into a ``layer.failed`` message."""
+        return self._receive_or_fail
+
+    @channel_receive.setter
+    def channel_receive(self, receive: Any) -> None:
+        self._layer_receive = receive
+        self._layer_failed = False
+
+    async def _receive_or_fail(self) -> dict[str, Any]:
+        if self._layer_failed:
+            await asyncio.Event().wait()  # reported once; the socket is closing
+        try:
+            message: dict[str, Any] = await self._layer_receive()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._layer_failed = True
+            log.warning("progress: channel layer failed under a watcher of a task: %r", exc)
+            return {"type": "layer.failed"}
+        return message
+
+    def loop_ended(self) -> None:
+        """Hook: the consumer's loop stopped (the socket is gone)."""
