@@ -18,12 +18,11 @@ gc.freeze()
 gc.set_threshold(100_000, 50, 1000)
 
 # Imported after Django is set up: the routes import models.
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from progress.reaper import ensure_started as ensure_reaper  # noqa: E402
-from progress.routing import websocket_urlpatterns  # noqa: E402
+from progress.routing import websocket_application  # noqa: E402
 from progress.sender import bind_server_loop  # noqa: E402
 from transcription.jobs import ensure_recovered  # noqa: E402
 from transcription.upload import UploadGuard  # noqa: E402
@@ -33,10 +32,10 @@ router = ProtocolTypeRouter(
         # Static files (the JS client) straight from the apps, so a bare daphne or uvicorn serves
         # the progress page too; a deployment with a CDN or proxy in front may drop this.
         "http": UploadGuard(ASGIStaticFilesHandler(django_asgi_app)),
-        # Browsers send Origin; other clients must send one whose host is in ALLOWED_HOSTS.
-        "websocket": AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)),
     }
 )
+# Browsers send Origin; other clients must send one whose host is in ALLOWED_HOSTS.
+websocket_app = websocket_application()
 
 
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -52,4 +51,7 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["type"] == "websocket":
+        await websocket_app(scope, receive, send)  # the consumer's coroutine: no router frames
+        return
     await router(scope, receive, send)
