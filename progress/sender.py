@@ -191,6 +191,11 @@ class _Sender:
                 failing = False
             finally:
                 self.unsent -= len(batch)
+            me = asyncio.current_task()
+            if me is not None and me.cancelling():
+                # Cancelled (the loop is closing) while a layer swallowed the CancelledError (seen
+                # with RedisChannelLayer): waiting on the queue again would hang the loop's shutdown.
+                raise asyncio.CancelledError
 
     def pending(self) -> int:
         """Messages handed over, queued or being sent, and flushes still scheduled."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from typing import Any
 
 import pytest
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, channel_layers, get_channel_layer
 
 from progress import report_progress, sender, store
 from tests.conftest import RedisServer
@@ -102,3 +103,23 @@ async def test_sender_lone_report_does_not_linger(
     await asyncio.to_thread(report_progress, "job1", "queued", 0)
     got = await _receive_until(channel, 1)
     assert [m["seq"] for m in got] == [1]
+
+
+class SwallowingLayer(InMemoryChannelLayer):  # type: ignore[misc]
+    """A layer whose send swallows cancellation, as RedisChannelLayer was seen to do at shutdown."""
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(30)
+
+
+async def test_sender_cancelled_while_a_layer_swallows_it_still_ends(settings: Any):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "tests.test_sender.SwallowingLayer"}}
+    channel_layers.backends = {}
+    own = sender._Sender(asyncio.get_running_loop())
+    own.put({"type": "task.event", "task_id": "job1", "seq": 1, "prev_seq": 0, "final": False, "text": "{}"})
+    await asyncio.sleep(0.05)  # the sender is inside group_send
+    assert own.task is not None
+    own.task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(own.task, 5)
