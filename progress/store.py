@@ -75,12 +75,13 @@ def _locked(task_id: str, fields: tuple[str, ...] | None = None) -> Task | None:
     """The task's row, locked for this transaction; only ``fields`` loaded when given (the rest deferred)."""
     # FOR UPDATE locks the row on PostgreSQL; on SQLite the IMMEDIATE transaction already holds
     # the database's write lock, which serialises writers across processes.
+    sql = _lock_sql(connection.vendor, fields)
     if fields is None:
-        rows = list(Task.objects.raw(_sql(connection.vendor, "lock_all"), [task_id]))
+        rows = list(Task.objects.raw(sql, [task_id]))
         return rows[0] if rows else None
     # A plain cursor: the ORM's raw() spent ~150 µs a report on converters and model set-up.
     with connection.cursor() as cursor:
-        cursor.execute(_sql(connection.vendor, "lock_progress"), [task_id])
+        cursor.execute(sql, [task_id])
         row = cursor.fetchone()
     return None if row is None else Task.from_db(connection.alias, list(fields), row)
 
@@ -111,23 +112,26 @@ _PROGRESS_WRITES = (
 _DATETIMES = {"updated_at", "heartbeat_at"}
 
 
+# The report path's statements are built once per database vendor: building cost as much as running.
 @functools.cache
-def _sql(vendor: str, which: str) -> str:
-    """The report path's statements, built once per database vendor (building cost as much as running)."""
-    table = _quoted(Task._meta.db_table)
-    key = _column("task_id")
-    if which == "update_progress":
-        # heartbeat_at is kept when the report does not set it (pre-job stages): COALESCE(NULL, old).
-        assignments = ", ".join(
-            f"{_column(name)} = COALESCE(%s, {_column(name)})"
-            if name == "heartbeat_at"
-            else f"{_column(name)} = %s"
-            for name in _PROGRESS_WRITES
-        )
-        return f"UPDATE {table} SET {assignments} WHERE {key} = %s"
+def _lock_sql(vendor: str, fields: tuple[str, ...] | None) -> str:
+    """SELECT the task's row (``fields`` only, or every column) FOR UPDATE where the database can."""
+    columns = "*" if fields is None else ", ".join(_column(name) for name in fields)
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    columns = "*" if which == "lock_all" else ", ".join(_column(name) for name in _PROGRESS_READS)
-    return f"SELECT {columns} FROM {table} WHERE {key} = %s{lock}"
+    return f"SELECT {columns} FROM {_quoted(Task._meta.db_table)} WHERE {_column('task_id')} = %s{lock}"
+
+
+@functools.cache
+def _update_progress_sql(vendor: str) -> str:
+    """UPDATE what a progress report may change; heartbeat_at stays when the report leaves it NULL."""
+    # Pre-job stages do not set heartbeat_at: COALESCE(NULL, old) keeps it.
+    assignments = ", ".join(
+        f"{_column(name)} = COALESCE(%s, {_column(name)})"
+        if name == "heartbeat_at"
+        else f"{_column(name)} = %s"
+        for name in _PROGRESS_WRITES
+    )
+    return f"UPDATE {_quoted(Task._meta.db_table)} SET {assignments} WHERE {_column('task_id')} = %s"
 
 
 def _save_progress(task: Task) -> None:
@@ -136,7 +140,7 @@ def _save_progress(task: Task) -> None:
     adapt = connection.ops.adapt_datetimefield_value
     values = [adapt(loaded.get(name)) if name in _DATETIMES else loaded[name] for name in _PROGRESS_WRITES]
     with connection.cursor() as cursor:
-        cursor.execute(_sql(connection.vendor, "update_progress"), [*values, task.pk])
+        cursor.execute(_update_progress_sql(connection.vendor), [*values, task.pk])
 
 
 def _quoted(name: str) -> str:
