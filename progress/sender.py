@@ -111,14 +111,17 @@ class _Sender:
     def _take_incoming(self) -> None:
         """Move handed-over outcomes to the queue; go back to sleep if there is nothing to send."""
         while True:
-            while self.incoming:
-                self.accept(*self.incoming.popleft())
+            self._drain_incoming()
             if not self.queue.empty():
                 return  # _run sends, and takes what arrives meanwhile before it waits again
             with self.wake_lock:
                 if not self.incoming:
                     self.awake = False
                     return
+
+    def _drain_incoming(self) -> None:
+        while self.incoming:
+            self.accept(*self.incoming.popleft())
 
     def accept(self, outcome: Outcome, task_id: str) -> None:
         """Queue an outcome's message and schedule its flush (on the sender's loop)."""
@@ -172,8 +175,7 @@ class _Sender:
                 # Busy: a moment for more to arrive, as a batch costs one wake-up and one Redis
                 # round trip. A lone message (a task reporting a few times a second) goes at once.
                 await asyncio.sleep(linger)
-                while self.incoming:
-                    self.accept(*self.incoming.popleft())
+                self._drain_incoming()
             while len(batch) < _BATCH and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             self.batches += 1
