@@ -77,12 +77,6 @@ class Inbox:
             self.head = head + 1
         return item
 
-    async def get(self) -> Item:
-        """The oldest message, waiting for one if there is none."""
-        while not self:
-            await self.wait()
-        return self.get_nowait()
-
 
 async def read_into(source: Callable[[], Awaitable[dict[str, Any]]], inbox: Inbox) -> None:
     """Hand a source's messages to the consumer's loop, the next only once the last was dispatched."""

@@ -6,21 +6,28 @@ import asyncio
 
 import pytest
 
-from progress.inbox import Inbox, read_into
+from progress.inbox import Inbox, Item, read_into
 
 
-async def test_inbox_get_returns_oldest_first():
+async def take(inbox: Inbox) -> Item:
+    """The oldest message, waiting for one as the consumer's loop does."""
+    while not inbox:
+        await inbox.wait()
+    return inbox.get_nowait()
+
+
+async def test_inbox_take_returns_oldest_first():
     inbox = Inbox()
     for n in range(3):
         inbox.put({"n": n})
-    got = [await inbox.get() for _ in range(3)]
+    got = [await take(inbox) for _ in range(3)]
     assert got == [({"n": 0}, None), ({"n": 1}, None), ({"n": 2}, None)]
     assert len(inbox) == 0
 
 
-async def test_inbox_get_waits_for_a_put():
+async def test_inbox_wait_wakes_on_a_put():
     inbox = Inbox()
-    getting = asyncio.create_task(inbox.get())
+    getting = asyncio.create_task(take(inbox))
     await asyncio.sleep(0)
     assert not getting.done()
     asyncio.get_running_loop().call_soon(inbox.put, "late")
@@ -33,9 +40,9 @@ async def test_inbox_keeps_order_over_a_long_backlog():
     for n in range(1000):
         inbox.put(n)
         if n % 3 == 0:  # the consumer falls behind: the head is compacted on the way
-            got.append((await inbox.get())[0])
+            got.append((await take(inbox))[0])
     while len(inbox):
-        got.append((await inbox.get())[0])
+        got.append((await take(inbox))[0])
     assert got == list(range(1000))
     assert inbox.items == []
     assert inbox.head == 0
@@ -45,7 +52,7 @@ async def test_inbox_does_not_keep_a_dispatched_message():
     inbox = Inbox()
     inbox.put("first")
     inbox.put("second")
-    await inbox.get()
+    await take(inbox)
     assert "first" not in [item and item[0] for item in inbox.items]
 
 
@@ -56,14 +63,14 @@ async def test_inbox_read_into_reads_the_next_only_after_dispatch():
         source.put_nowait({"n": n})
     reader = asyncio.create_task(read_into(source.get, inbox))
     try:
-        message, dispatched = await inbox.get()
+        message, dispatched = await take(inbox)
         await asyncio.sleep(0.05)
         assert message == {"n": 0}
         assert len(inbox) == 0
         assert source.qsize() == 2
         assert dispatched is not None
         dispatched.set_result(None)
-        message, _ = await asyncio.wait_for(inbox.get(), 1)
+        message, _ = await asyncio.wait_for(take(inbox), 1)
         assert message == {"n": 1}
     finally:
         reader.cancel()
@@ -77,7 +84,7 @@ async def test_inbox_read_into_passes_a_source_error_on():
 
     reader = asyncio.create_task(read_into(failing, inbox))
     try:
-        error, _ = await asyncio.wait_for(inbox.get(), 1)
+        error, _ = await asyncio.wait_for(take(inbox), 1)
         assert isinstance(error, ConnectionError)
     finally:
         reader.cancel()
