@@ -9,13 +9,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .access import watch_token
     from .publish import (
         areport_error,
         areport_progress,
         arestart_task,
+        astart_task,
         report_error,
         report_progress,
         restart_task,
+        start_task,
     )
     from .recorder import Job, JobCancelled, JobFailed, claim, track
     from .schemas import ProgressStage
@@ -30,11 +33,14 @@ __all__ = [
     "areport_error",
     "areport_progress",
     "arestart_task",
+    "astart_task",
     "claim",
     "report_error",
     "report_progress",
     "restart_task",
+    "start_task",
     "track",
+    "watch_token",
 ]
 
 
@@ -44,6 +50,10 @@ def __getattr__(name: str) -> Any:
         from .schemas import ProgressStage
 
         return ProgressStage
+    if name == "watch_token":
+        from .access import watch_token
+
+        return watch_token
     if name in _RECORDER:
         from . import recorder
 

@@ -20,11 +20,23 @@ class ProgressSettings:
     MAX_FRAME_BYTES: int = 4096
     """Largest client frame the consumer will parse."""
     MAX_PROTOCOL_ERRORS: int = 50
-    """Bad client frames tolerated on one socket before it is closed with 1008."""
+    """Bad client frames tolerated on one socket before it is closed with 4008."""
+    CLIENT_FRAMES_PER_SECOND: float = 5.0
+    """Client frames one socket may send per second, on average (a token bucket; over it: 4008)."""
+    CLIENT_FRAME_BURST: int = 20
+    """Client frames one socket may send at once before the per-second rate applies."""
+    MAX_CONNECTIONS_PER_CLIENT: int = 64
+    """Open WebSockets one client address may hold on one server process (0: no limit; over it: 4029)."""
+    TRUSTED_PROXIES: str = ""
+    """Comma-separated addresses or networks of proxies whose X-Forwarded-For names the client."""
+    MAX_QUEUED_BYTES: int = 256 * 1024
+    """Bytes of frames waiting for one socket that does not keep up before it is closed (4013)."""
+    WATCH_TOKEN_MAX_AGE: int = 7 * 24 * 3600
+    """Seconds a watch token (a share link) stays valid."""
+    EXPOSE_TECHNICAL_DETAIL: bool = False
+    """Send errors' technical detail to watchers even with DEBUG off (it may name paths and settings)."""
     STALE_AFTER: float = 60.0
     """Seconds within which a killed job's watchers are told (dead after 0.75 of it without a beat)."""
-    MAX_UPLOAD_BYTES: int = 200 * 1024 * 1024
-    """Largest upload accepted by the upload endpoint."""
     PUBLISH_QUEUE_SIZE: int = 10_000
     """Group messages a process may hold while the channel layer is slow or away."""
     PUBLISH_LINGER: float = 0.002

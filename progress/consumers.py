@@ -13,8 +13,10 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from . import store
+from .access import may_read, owners_of_scope, token_valid
 from .conf import get_settings
 from .inbox import InboxConsumer
+from .limits import FrameBucket, client_address, open_sockets
 from .schemas import (
     HeartbeatMessage,
     PongMessage,
@@ -26,11 +28,17 @@ from .sender import bind_server_loop
 
 log = logging.getLogger("progress")
 
+# Private 4xxx codes: daphne (autobahn) lets an application send only 1000 and 3000-4999.
 CLOSE_NORMAL = 1000
-CLOSE_POLICY = 1008
-# 1012 (service restart) would say it, but daphne (autobahn) lets servers send only 1000 and 3000-4999.
+CLOSE_POLICY = 4008
+"""Too many bad frames, or frames faster than CLIENT_FRAMES_PER_SECOND (as 1008, policy violation)."""
+CLOSE_TOO_SLOW = 4013
+"""The client did not take its frames: more than MAX_QUEUED_BYTES waited for it (as 1013, try again later)."""
+CLOSE_TOO_MANY_SOCKETS = 4029
+"""The client address holds MAX_CONNECTIONS_PER_CLIENT sockets on this server process (as HTTP 429)."""
+CLOSE_NOT_FOUND = 4404
+"""No such task, or the watcher may not see it: the two are not told apart."""
 CLOSE_LAYER_DOWN = 4503
-CLOSE_UNKNOWN_TASK = 4404
 
 _snapshot = database_sync_to_async(store.snapshot)
 _terminal_frame = database_sync_to_async(store.terminal_frame)
@@ -57,12 +65,24 @@ class TaskProgressConsumer(InboxConsumer):
         await self._finish(CLOSE_LAYER_DOWN)
 
     async def connect(self) -> None:
-        """Join the task's group first, then send what the watcher has not seen."""
+        """Check the client may watch, join the task's group, then send what the watcher has not seen."""
         bind_server_loop()
         self.task_id = self.scope["url_route"]["kwargs"]["task_id"]
         self.last_seq = 0
         self.finished = False
         self.protocol_errors = 0
+        self.frames = FrameBucket(asyncio.get_running_loop().time())
+        self.client = client_address(self.scope)
+        if not open_sockets.acquire(self.client):
+            self._limited("holds too many sockets")
+            await self.accept()
+            await self._finish(CLOSE_TOO_MANY_SOCKETS)
+            return
+        self.counted = True
+        if not await self._may_watch():
+            await self.accept()
+            await self._finish(CLOSE_NOT_FOUND)
+            return
         if self.layer_down is not None:  # the socket has no channel: nothing to join or leave
             await self._layer_unavailable(self.layer_down)
             return
@@ -83,9 +103,8 @@ class TaskProgressConsumer(InboxConsumer):
         else:
             self.last_seq = resume_from
             known = await self._catch_up()
-        if not known:
-            await self._protocol_error(ProtocolErrorCode.UNKNOWN_TASK, f"no task {self.task_id!r}")
-            await self._finish(CLOSE_UNKNOWN_TASK)
+        if not known:  # deleted since _may_watch() read it
+            await self._finish(CLOSE_NOT_FOUND)
             return
         if not self.finished:
             self.beat_due = asyncio.get_running_loop().time()
@@ -96,13 +115,21 @@ class TaskProgressConsumer(InboxConsumer):
         await self.accept()
         await self._finish(CLOSE_LAYER_DOWN)
 
+    async def _may_watch(self) -> bool:
+        """A valid ``?token=`` for this task, or the task's owner's session; refusals look alike."""
+        if token_valid(self.task_id, self._query("token")):
+            return True
+        return bool(await _owned(self.task_id, self.scope))
+
+    def _query(self, name: str) -> str | None:
+        values = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get(name)
+        return values[-1] if values else None
+
     def _resume_from(self) -> tuple[int | None, str | None]:
         """The ``last_seq`` query parameter (the last seq this watcher saw), or why it is unusable."""
-        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
-        values = query.get("last_seq")
-        if not values:
+        raw = self._query("last_seq")
+        if raw is None:
             return None, None
-        raw = values[-1]
         if not raw.isdigit() or len(raw) > 18:
             return None, f"last_seq must be a non-negative integer, not {raw[:32]!r}; sent a snapshot"
         return int(raw), None
@@ -214,6 +241,13 @@ class TaskProgressConsumer(InboxConsumer):
         self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
     ) -> None:
         """Parse a client frame without ever letting bad input close the socket with 1011."""
+        if self.finished:
+            return  # closing: what the client still sends is not answered
+        if not self.frames.take(asyncio.get_running_loop().time()):
+            self._limited("sent frames too fast")
+            await self._send_error(ProtocolErrorCode.TOO_MANY_FRAMES, "frames arrive faster than allowed")
+            await self._finish(CLOSE_POLICY)
+            return
         if text_data is None:
             await self._protocol_error(ProtocolErrorCode.BINARY_FRAME, "frames must be JSON text")
             return
@@ -228,6 +262,9 @@ class TaskProgressConsumer(InboxConsumer):
         except ValueError as exc:
             await self._protocol_error(ProtocolErrorCode.MALFORMED_JSON, f"invalid JSON: {exc}")
             return
+        except RecursionError:
+            await self._protocol_error(ProtocolErrorCode.MALFORMED_JSON, "invalid JSON: nested too deeply")
+            return
         if not isinstance(content, dict):
             await self._protocol_error(
                 ProtocolErrorCode.NOT_AN_OBJECT, "a frame must be a JSON object with a 'type'"
@@ -240,21 +277,29 @@ class TaskProgressConsumer(InboxConsumer):
         if content.get("type") == "ping":
             await self.send(text_data=PongMessage().model_dump_json())
             return
-        kind = str(content.get("type"))[:32]
+        kind = content.get("type")
+        kind = kind[:32] if isinstance(kind, str) else type(kind).__name__
         await self._protocol_error(
             ProtocolErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r}; clients may send 'ping'"
         )
 
-    async def _protocol_error(self, code: ProtocolErrorCode, detail: str) -> None:
+    async def _send_error(self, code: ProtocolErrorCode, detail: str) -> None:
         await self.send(text_data=ProtocolErrorMessage(code=code, detail=detail).model_dump_json())
+
+    async def _protocol_error(self, code: ProtocolErrorCode, detail: str) -> None:
+        await self._send_error(code, detail)
         self.protocol_errors += 1
         if self.protocol_errors >= get_settings().MAX_PROTOCOL_ERRORS:
-            await self.send(
-                text_data=ProtocolErrorMessage(
-                    code=ProtocolErrorCode.TOO_MANY_ERRORS, detail="closing after repeated bad frames"
-                ).model_dump_json()
-            )
+            self._limited("sent too many bad frames")
+            await self._send_error(ProtocolErrorCode.TOO_MANY_ERRORS, "closing after repeated bad frames")
             await self._finish(CLOSE_POLICY)
+
+    def too_slow(self) -> None:
+        """More than MAX_QUEUED_BYTES wait for this socket: it is dropped, and may resume by seq."""
+        self._limited(f"did not take its frames (over {get_settings().MAX_QUEUED_BYTES} bytes queued)")
+
+    def _limited(self, what: str) -> None:
+        log.warning("progress: client %s %s; closed a watcher of %s", self.client, what, self.task_id)
 
     async def _finish(self, code: int) -> None:
         """Stop sending and close the socket; the group is left on disconnect."""
@@ -264,14 +309,25 @@ class TaskProgressConsumer(InboxConsumer):
         self._stop_heartbeat()
         await self.close(code)
 
-    async def disconnect(self, code: int) -> None:
-        """Leave the task's group and stop the heartbeat."""
+    async def cleanup(self) -> None:
+        """The socket is gone, however its loop ended: leave the group, free the address's slot."""
         self._stop_heartbeat()
+        if getattr(self, "counted", False):
+            self.counted = False
+            open_sockets.release(self.client)
         if hasattr(self, "group"):
             try:
                 await self.channel_layer.group_discard(self.group, self.channel_name)
             except Exception as exc:  # the layer forgets the channel on its own (group expiry)
                 log.warning("progress: could not leave group %s: %r", self.group, exc)
+
+
+def _owned_sync(task_id: str, scope: dict[str, Any]) -> bool:
+    owner = store.owner(task_id)
+    return owner is not None and may_read(owner, owners_of_scope(scope))
+
+
+_owned = database_sync_to_async(_owned_sync)
 
 
 def _task_seq(task_id: str) -> int:

@@ -9,6 +9,7 @@ A source is a long-lived reader task (``read_into``), or a callback that puts me
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -17,6 +18,8 @@ from typing import Any
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
+
+from .conf import get_settings
 
 log = logging.getLogger("progress")
 
@@ -93,6 +96,13 @@ async def read_into(source: Callable[[], Awaitable[dict[str, Any]]], inbox: Inbo
         await dispatched
 
 
+def _size(message: Any) -> int:
+    """What a layer message adds to a socket's backlog: its frame's length (task events only)."""
+    if isinstance(message, dict) and message.get("type") == "task.event":
+        return len(message["text"])
+    return 0
+
+
 class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     """A JSON WebSocket consumer whose client, channel and timers all feed one inbox, dispatched in turn."""
 
@@ -118,12 +128,15 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 self.channel_name = await self.channel_layer.new_channel()
             except Exception as exc:  # a layer that subscribes here (pub/sub) with Redis down
                 self.layer_down = exc
+        self.queued_bytes = 0
+        self.dropped = False
+        self.loop_task = asyncio.current_task()
         if self.layer_down is None and self.channel_layer is not None:
             deliver_to = getattr(self.channel_layer, "deliver_to", None)
             if deliver_to is not None:
                 # The layer puts the channel's messages straight into the inbox: no reader task,
                 # one wake-up per message instead of two. Nothing can arrive before this line.
-                deliver_to(self.channel_name, inbox.put)
+                deliver_to(self.channel_name, self._pushed)
                 pushed = True
             else:
                 self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
@@ -138,19 +151,54 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 try:
                     if isinstance(message, BaseException):
                         raise message
+                    if pushed:
+                        self.queued_bytes -= _size(message)
                     await self.dispatch(message)
                 finally:
                     if dispatched is not None:
                         dispatched.set_result(None)
         except StopConsumer:
             pass
+        except asyncio.CancelledError:
+            if not self.dropped:
+                raise
+            # Cancelled by _pushed(): the client stopped taking frames (a send waits on it).
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            with contextlib.suppress(asyncio.TimeoutError, Exception):
+                await asyncio.wait_for(self.base_send({"type": "websocket.close", "code": 4013}), 0.5)
+        except Exception:
+            # A bug, not bad input (that is answered in receive()): one log line, 1011, and the
+            # cleanup below still runs, so no dead channel stays in a group.
+            log.exception("progress: a consumer failed")
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.base_send({"type": "websocket.close", "code": 1011}), 0.5)
         finally:
             self.loop_ended()
             for reader in readers:
                 reader.cancel()
             await asyncio.gather(*readers, return_exceptions=True)
+            await self.cleanup()
             if pushed:
                 await self._discard_channel()
+
+    def _pushed(self, message: dict[str, Any]) -> None:
+        """The layer's sink: into the inbox, unless the client has let MAX_QUEUED_BYTES pile up."""
+        if self.dropped:
+            return
+        self.queued_bytes += _size(message)
+        if self.queued_bytes > get_settings().MAX_QUEUED_BYTES:
+            self.dropped = True
+            self.too_slow()
+            if self.loop_task is not None:
+                self.loop_task.cancel()
+            return
+        self.inbox.put(message)
+
+    def too_slow(self) -> None:
+        """Hook: the socket is dropped because its client does not take its frames."""
+
+    async def cleanup(self) -> None:
+        """Hook: the loop ended (the socket is gone, or the consumer failed); always called once."""
 
     async def _discard_channel(self) -> None:
         """Forget the socket's channel in a layer that pushes (a cancelled receive does it for the rest)."""

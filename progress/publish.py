@@ -23,10 +23,12 @@ __all__ = [
     "areport_error",
     "areport_progress",
     "arestart_task",
+    "astart_task",
     "bind_server_loop",
     "report_error",
     "report_progress",
     "restart_task",
+    "start_task",
     "wait_until_sent",
 ]
 
@@ -206,6 +208,36 @@ async def areport_error(
     write = _error_writer(task_id, error_code, user_message, technical_detail, attempt)
     outcome = await _publish_async(task_id, write)
     return outcome is not None and outcome.accepted
+
+
+def start_task(
+    stage: ProgressStage | str = ProgressStage.QUEUED, message: str | None = None, *, owner: str = ""
+) -> str:
+    """Create a task with a fresh unguessable id, owned by ``owner`` (see progress.access); its id.
+
+    Unlike the reports, this raises when the task cannot be stored: the caller has nothing to hand out.
+    """
+    from .access import new_task_id
+
+    _forbid_running_loop("start_task")
+    task_id = new_task_id()
+    checked, _ = _check_progress(task_id, stage, 0, message)
+    store.create(task_id, owner, checked)
+    report_progress(task_id, checked, 0, message)
+    return task_id
+
+
+async def astart_task(
+    stage: ProgressStage | str = ProgressStage.QUEUED, message: str | None = None, *, owner: str = ""
+) -> str:
+    """Async twin of start_task."""
+    from .access import new_task_id
+
+    task_id = new_task_id()
+    checked, _ = _check_progress(task_id, stage, 0, message)
+    await sync_to_async(db_call, thread_sensitive=False)(lambda: store.create(task_id, owner, checked))
+    await areport_progress(task_id, checked, 0, message)
+    return task_id
 
 
 def restart_task(task_id: str, message: str | None = None) -> int | None:

@@ -99,8 +99,8 @@ class ProtocolErrorCode(enum.StrEnum):
     FRAME_TOO_LARGE = "frame_too_large"
     UNKNOWN_TYPE = "unknown_type"
     BAD_LAST_SEQ = "bad_last_seq"
-    UNKNOWN_TASK = "unknown_task"
     TOO_MANY_ERRORS = "too_many_errors"
+    TOO_MANY_FRAMES = "too_many_frames"
 
 
 class ProtocolErrorMessage(_Message):

@@ -11,6 +11,7 @@ from typing import TypedDict
 
 from django.db import IntegrityError, connection, transaction
 
+from .access import public_detail
 from .models import Task, TaskEvent
 from .schemas import (
     ErrorMessage,
@@ -171,6 +172,17 @@ def _lock_or_create(
     return task
 
 
+def create(task_id: str, owner: str, stage: ProgressStage) -> None:
+    """Make a new task's row (seq 0) for ``owner``; its first report gives it seq 1. Raises if it exists."""
+    now = utcnow()
+    Task.objects.create(task_id=task_id, owner=owner, stage=stage.value, created_at=now, updated_at=now)
+
+
+def owner(task_id: str) -> str | None:
+    """The task's owner key ("" for none), or None when there is no such task."""
+    return Task.objects.filter(pk=task_id).values_list("owner", flat=True).first()
+
+
 def _current(task: Task) -> Current:
     return Current(
         status=TaskStatus(task.status),
@@ -296,12 +308,14 @@ def record_error(
             attempt=task.attempt,
             error_code=error_code,
             user_message=user_message,
-            technical_detail=technical_detail,
+            technical_detail=public_detail(technical_detail),
             timestamp=now,
         ).model_dump_json()
         send = _fan_out(task, text, now_ts, final=True)
         task.save()
         _event(task, text, None, now)
+    # The whole detail stays here and in the row; watchers get public_detail() of it.
+    log.info("progress: task %s failed: %s; detail: %s", task_id, error_code, technical_detail)
     return Outcome(Verdict.BROADCAST, task.seq, send)
 
 
@@ -380,7 +394,7 @@ def snapshot(task_id: str) -> SnapshotMessage | None:
         error = TaskError(
             error_code=task.error_code or "unknown",
             user_message=task.user_message or "",
-            technical_detail=task.technical_detail,
+            technical_detail=public_detail(task.technical_detail),
         )
     return SnapshotMessage(
         task_id=task.task_id,

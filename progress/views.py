@@ -1,60 +1,109 @@
-"""HTTP fallback: the same snapshot the WebSocket sends first, for polling clients."""
+"""HTTP reads of a task: the snapshot for polling clients and the watching page, for its owner or a token."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from . import store
+from .access import may_read, owners_of_request, token_valid
 from .conf import get_settings
+from .models import Task
 from .schemas import TASK_ID_PATTERN, ProgressStage
 
+__all__ = ["not_found", "owned_task", "readable_task", "task_page", "task_status"]
+
 _TASK_ID = re.compile(TASK_ID_PATTERN)
+TaskView = Callable[[HttpRequest, Task], HttpResponse]
+TaskIdView = Callable[[HttpRequest, str], HttpResponse]
+Refusal = Callable[[HttpRequest], HttpResponse]
+
+NOT_FOUND_BODY = b'{"error": "not_found", "detail": "no such task"}'
+"""The one answer to every refused read: a malformed id, a missing task, a task that is not yours."""
 
 
-def invalid_task_id(task_id: str) -> JsonResponse | None:
-    """A 400 response for a task id that breaks the pattern, or None if it is fine."""
-    if _TASK_ID.match(task_id):
+def not_found(request: HttpRequest | None = None) -> HttpResponse:
+    """The 404 for a task the requester may not see, identical whether or not it exists."""
+    response = HttpResponse(NOT_FOUND_BODY, status=404, content_type="application/json")
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _task_for(request: HttpRequest, task_id: str, *, token_counts: bool) -> Task | None:
+    if not _TASK_ID.match(task_id):
         return None
-    return JsonResponse(
-        {"error": "invalid_task_id", "detail": "task ids match [A-Za-z0-9_-]{1,64}"}, status=400
-    )
+    task = Task.objects.filter(pk=task_id).first()
+    if task is None:
+        return None
+    if may_read(task.owner, owners_of_request(request)):
+        return task
+    if token_counts and token_valid(task_id, request.GET.get("token")):
+        return task
+    return None
 
 
-def unknown_task(task_id: str) -> JsonResponse:
-    """The 404 for a task id nobody has reported."""
-    return JsonResponse({"error": "unknown_task", "detail": f"no task {task_id!r}"}, status=404)
+def _guarded(*, token_counts: bool, refuse: Refusal) -> Callable[[TaskView], TaskIdView]:
+    def decorate(view: TaskView) -> TaskIdView:
+        @functools.wraps(view)
+        def wrapped(request: HttpRequest, task_id: str) -> HttpResponse:
+            task = _task_for(request, task_id, token_counts=token_counts)
+            if task is None:
+                return refuse(request)
+            return view(request, task)
+
+        return wrapped
+
+    return decorate
+
+
+def readable_task(
+    refuse: Callable[[HttpRequest], HttpResponse] = not_found,
+) -> Callable[[TaskView], TaskIdView]:
+    """A view of one task for its owner or a holder of its ``?token=``; anyone else gets ``refuse``."""
+    return _guarded(token_counts=True, refuse=refuse)
+
+
+def owned_task(view: TaskView) -> TaskIdView:
+    """A view that acts on one task, for its owner only (a watch token grants reading, not acting)."""
+    return _guarded(token_counts=False, refuse=not_found)(view)
 
 
 @require_GET
-def task_status(request: HttpRequest, task_id: str) -> JsonResponse:
-    """GET /api/tasks/<task_id>/: the task's snapshot as JSON, or 404."""
-    bad = invalid_task_id(task_id)
-    if bad is not None:
-        return bad
-    snapshot = store.snapshot(task_id)
-    if snapshot is None:
-        return unknown_task(task_id)
+@readable_task()
+def task_status(request: HttpRequest, task: Task) -> HttpResponse:
+    """GET /api/tasks/<task_id>/: the task's snapshot as JSON."""
+    snapshot = store.snapshot(task.task_id)
+    if snapshot is None:  # deleted between the two reads
+        return not_found(request)
     response = JsonResponse(snapshot.model_dump(mode="json"))
     response["Cache-Control"] = "no-store"
     return response
 
 
+def _page_not_found(request: HttpRequest) -> HttpResponse:
+    response = render(request, "progress/not_found.html", status=404)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 @require_GET
-def task_page(request: HttpRequest, task_id: str) -> HttpResponse:
+@readable_task(refuse=_page_not_found)
+def task_page(request: HttpRequest, task: Task) -> HttpResponse:
     """GET /tasks/<task_id>/: a page that watches the task live with the reusable JS client."""
-    bad = invalid_task_id(task_id)
-    if bad is not None:
-        return bad
-    stages = [s.value for s in ProgressStage]
+    token = request.GET.get("token") or ""
     context = {
-        "task_id": task_id,
-        "task_id_json": json.dumps(task_id),
-        "stages": stages,
-        "heartbeat_interval": get_settings().HEARTBEAT_INTERVAL,
+        "task_id": task.task_id,
+        "client_options": {"heartbeatInterval": get_settings().HEARTBEAT_INTERVAL, "token": token or None},
+        "task_id_json": json.dumps(task.task_id),
+        "stages": [s.value for s in ProgressStage],
     }
-    return render(request, "progress/task.html", context)
+    response = render(request, "progress/task.html", context)
+    response["Cache-Control"] = "no-store"
+    response["Referrer-Policy"] = "no-referrer"  # the token is in this page's URL
+    return response

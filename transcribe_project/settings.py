@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from progress.conf import from_environ
 
@@ -19,15 +20,25 @@ def _flag(name: str, default: bool) -> bool:
     return os.environ.get(name, "1" if default else "0").strip().lower() in {"1", "true", "yes", "on"}
 
 
-SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-insecure-key-change-me-in-production")
-DEBUG = _flag("DEBUG", True)
+DEV_SECRET_KEY = "dev-only-insecure-key-change-me-in-production"
+SECRET_KEY = os.environ.get("SECRET_KEY", DEV_SECRET_KEY)
+DEBUG = _flag("DEBUG", False)
+# Anyone who knows the key forges sessions and watch tokens: refuse to serve on the public one.
+if not DEBUG and SECRET_KEY == DEV_SECRET_KEY and not _flag("ALLOW_DEV_SECRET_KEY", False):
+    raise ImproperlyConfigured(
+        "SECRET_KEY is the built-in development key and DEBUG is off: set SECRET_KEY in the environment "
+        "(for example: SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_urlsafe(50))')), "
+        "or DEBUG=1 on a development machine"
+    )
 ALLOWED_HOSTS = [
     h.strip() for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h.strip()
 ]
 
 INSTALLED_APPS = [
     "daphne",
+    "django.contrib.auth",
     "django.contrib.contenttypes",
+    "django.contrib.sessions",
     "django.contrib.staticfiles",
     "channels",
     "progress",
@@ -36,9 +47,15 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
 ]
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _flag("SECURE_COOKIES", False)
+"""Set SECURE_COOKIES=1 behind HTTPS, so the session cookie (which owns tasks) never travels in clear."""
 
 ROOT_URLCONF = "transcribe_project.urls"
 ASGI_APPLICATION = "transcribe_project.asgi.application"
@@ -119,6 +136,14 @@ FILE_UPLOAD_TEMP_DIR = MEDIA_ROOT / "tmp"
 FILE_UPLOAD_TEMP_DIR.mkdir(parents=True, exist_ok=True)
 FILE_UPLOAD_HANDLERS = ["django.core.files.uploadhandler.TemporaryFileUploadHandler"]
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440  # also what Django's ASGI handler keeps of a body in memory
+TRANSCRIPTION_MAX_UPLOAD_BYTES = int(os.environ.get("TRANSCRIPTION_MAX_UPLOAD_BYTES", 200 * 1024 * 1024))
+"""Largest upload accepted (cap bodies at the proxy too: daphne receives a whole body first)."""
+TRANSCRIPTION_MAX_AUDIO_SECONDS = float(os.environ.get("TRANSCRIPTION_MAX_AUDIO_SECONDS", 4 * 3600))
+"""Longest audio accepted, checked before a job runs (audio_too_long)."""
+TRANSCRIPTION_UPLOAD_IDLE_TIMEOUT = float(os.environ.get("TRANSCRIPTION_UPLOAD_IDLE_TIMEOUT", 30))
+"""Seconds an upload body may send nothing before it is dropped (408 upload_timeout)."""
+TRANSCRIPTION_MAX_ATTEMPTS = int(os.environ.get("TRANSCRIPTION_MAX_ATTEMPTS", 3))
+"""Times one task may run: the first attempt and its retries."""
 TRANSCRIPTION_WORKERS = int(os.environ.get("TRANSCRIPTION_WORKERS", "2"))
 """Jobs run at once by the in-process pool (embedded default, no REDIS_URL)."""
 TRANSCRIPTION_ENGINE = os.environ.get("TRANSCRIPTION_ENGINE", "transcription.engines.PocketSphinxEngine")

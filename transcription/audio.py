@@ -182,6 +182,25 @@ def check_file(path: Path) -> str:
     return kind
 
 
+def duration(path: Path) -> float | None:
+    """The audio's length in seconds, read cheaply (WAV header, else sox's estimate); None if unknown."""
+    kind = check_file(path)
+    if kind == "wav":
+        layout = _wav_layout(path)
+        frame = layout.channels * max(1, layout.bits // 8)
+        return layout.data_bytes / (frame * layout.rate) if layout.rate and frame else None
+    sox = shutil.which("sox")
+    if sox is None:
+        return None
+    result = subprocess.run(
+        [sox, "--i", "-D", "-t", kind, str(path)], capture_output=True, text=True, check=False, timeout=30
+    )
+    try:
+        return float(result.stdout.strip())
+    except ValueError:
+        return None
+
+
 def _sox_to_raw(path: Path, kind: str, out: Path) -> None:
     """Convert any format sox reads to raw 16 kHz mono s16le PCM in ``out``; AudioError on failure."""
     sox = shutil.which("sox")

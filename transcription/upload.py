@@ -1,24 +1,27 @@
 """Upload limits and progress at the ASGI edge, before Django reads a request body at all.
 
-Django's ASGI handler receives the whole body before a view runs, so an upload's size is refused
-here from its Content-Length (nothing is read), and ``uploading`` progress is reported here as
-the body arrives, for clients that chose their task id (``POST /api/tasks/?task_id=<id>``).
+Django's ASGI handler receives the whole body before a view runs, so here, before it: an upload's
+size is refused from its Content-Length (nothing is read), a body that stalls is dropped after
+UPLOAD_IDLE_TIMEOUT, and a reserved task's ``uploading`` progress follows the bytes as they arrive
+(``POST /api/tasks/<id>/upload``, only from the session that reserved it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
 
 from progress import areport_error, areport_progress
-from progress.conf import get_settings
-from progress.schemas import TASK_ID_PATTERN
+from progress.access import may_read, owners_of_scope
+from progress.views import NOT_FOUND_BODY
+
+from .conf import limits
 
 log = logging.getLogger("transcription")
 
@@ -28,47 +31,48 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[..., Awaitable[None]]
 
-UPLOAD_PATH = re.compile(r"^/api/tasks/?$")
+UPLOAD_PATH = re.compile(r"^/api/tasks/(?:(?P<task_id>[A-Za-z0-9_-]{1,64})/upload)?/?$")
 MULTIPART_SLACK = 64 * 1024
 """Bytes of multipart framing allowed on top of MAX_UPLOAD_BYTES in a Content-Length."""
-_TASK_ID = re.compile(TASK_ID_PATTERN)
 
 
 def body_limit() -> int:
     """The largest Content-Length an upload may announce."""
-    return get_settings().MAX_UPLOAD_BYTES + MULTIPART_SLACK
+    return limits().max_upload_bytes + MULTIPART_SLACK
 
 
-def chosen_task_id(query_string: bytes) -> str | None:
-    """The ``task_id`` query parameter, if the client chose one (not validated)."""
-    values = parse_qs(query_string.decode("latin-1")).get("task_id")
-    return values[-1] if values else None
-
-
-def _task_exists(task_id: str) -> bool:
+def _waiting_for_upload(task_id: str, scope: Scope) -> bool | None:
+    """True: the requester's task waits for its upload; False: theirs, but not waiting; None: not theirs."""
     from django.db import close_old_connections
 
     from progress.models import Task
 
     close_old_connections()
-    return Task.objects.filter(pk=task_id).exists()
+    row = Task.objects.filter(pk=task_id).values_list("owner", "status", "stage").first()
+    if row is None or not may_read(row[0], owners_of_scope(scope)):
+        return None
+    return row[1:] == ("running", "uploading")
 
 
-async def _refuse(send: Send, status: int, code: str, detail: str) -> None:
-    body = json.dumps({"error": code, "detail": detail}).encode()
+async def _respond(send: Send, status: int, body: bytes) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
+async def _refuse(send: Send, status: int, code: str, detail: str) -> None:
+    await _respond(send, status, json.dumps({"error": code, "detail": detail}).encode())
+
+
 class UploadGuard:
-    """ASGI middleware for ``POST /api/tasks/``: refuses oversize bodies and reports upload progress."""
+    """ASGI middleware for uploads: refuses oversize bodies, drops stalled ones, reports upload progress."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or not UPLOAD_PATH.match(scope["path"]):
+        match = UPLOAD_PATH.match(scope["path"]) if scope["type"] == "http" else None
+        if match is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
@@ -76,47 +80,76 @@ class UploadGuard:
         if not raw_length.isdigit():
             await _refuse(send, 411, "length_required", "uploads must send a Content-Length header")
             return
-        length, limit = int(raw_length), get_settings().MAX_UPLOAD_BYTES
+        length, limit = int(raw_length), limits().max_upload_bytes
         if length > body_limit():
             detail = f"the upload is {length} bytes; files may be at most {limit} bytes"
             await _refuse(send, 413, "file_too_large", detail)
             return
-        task_id = chosen_task_id(scope.get("query_string", b""))
-        if task_id is None or not _TASK_ID.match(task_id):
-            await self.app(scope, receive, send)  # the view reports a bad id, or picks one
-            return
-        if await sync_to_async(_task_exists, thread_sensitive=False)(task_id):
-            await _refuse(send, 409, "task_exists", f"a task {task_id!r} exists already; choose another id")
-            return
-        await areport_progress(task_id, "uploading", 0)
-        await self.app(scope, _counting(receive, task_id, length), send)
+        task_id = match["task_id"]
+        if task_id is not None:
+            waiting = await sync_to_async(_waiting_for_upload, thread_sensitive=False)(task_id, scope)
+            if waiting is None:
+                await _respond(send, 404, NOT_FOUND_BODY)  # as every refused read: reveals nothing
+                return
+            if not waiting:
+                task_id = None  # the view answers 409 already_uploaded
+        if task_id is not None:
+            await areport_progress(task_id, "uploading", 0)
+        upload = _Upload(receive, send, task_id, length)
+        await self.app(scope, upload.receive, upload.send)
 
 
-def _counting(receive: Receive, task_id: str, length: int) -> Receive:
-    """Wrap ``receive`` to report the share of the body received, once per percent."""
-    received = 0
-    reported = 0
-    complete = False
+class _Upload:
+    """One upload's body on its way to Django: counted, reported, and dropped when it stalls."""
 
-    async def counted() -> Message:
-        nonlocal received, reported, complete
-        message = await receive()
+    def __init__(self, receive: Receive, send: Send, task_id: str | None, length: int) -> None:
+        self._receive = receive
+        self._send = send
+        self.task_id = task_id
+        self.length = length
+        self.received = 0
+        self.reported = 0
+        self.complete = False
+        self.answered = False
+
+    async def send(self, message: Message) -> None:
+        if not self.answered:  # after a 408 from here, Django (which saw a disconnect) sends nothing
+            await self._send(message)
+
+    async def receive(self) -> Message:
+        if self.complete:
+            return await self._receive()  # Django listening for a disconnect while the view runs
+        timeout = limits().upload_idle_timeout
+        try:
+            message = await asyncio.wait_for(self._receive(), timeout)
+        except TimeoutError:
+            self.complete = self.answered = True
+            log.info("transcription: upload stalled at %s of %s bytes; dropped", self.received, self.length)
+            detail = f"no data for {timeout:g} s; the upload was dropped"
+            await self._fail("The upload stalled and was dropped; please upload the file again.")
+            await _refuse(self._send, 408, "upload_timeout", detail)
+            return {"type": "http.disconnect"}
         if message["type"] == "http.request":
-            received += len(message.get("body", b""))
-            percentage = min(99, received * 100 // length) if length else 99
-            if percentage > reported:
-                reported = percentage
-                await areport_progress(task_id, "uploading", percentage)
-            complete = complete or not message.get("more_body", False)
-        elif message["type"] == "http.disconnect" and not complete:
-            complete = True
-            log.info("transcription: upload of task %s interrupted at %s bytes", task_id, received)
-            await areport_error(
-                task_id,
-                "upload_interrupted",
-                "The upload was interrupted before the whole file arrived; please upload it again.",
-                f"received {received} of {length} bytes",
+            self.received += len(message.get("body", b""))
+            self.complete = not message.get("more_body", False)
+            await self._report()
+        elif message["type"] == "http.disconnect":
+            self.complete = True
+            log.info("transcription: upload interrupted at %s of %s bytes", self.received, self.length)
+            await self._fail(
+                "The upload was interrupted before the whole file arrived; please upload it again."
             )
         return message
 
-    return counted
+    async def _report(self) -> None:
+        if self.task_id is None:
+            return
+        percentage = min(99, self.received * 100 // self.length) if self.length else 99
+        if percentage > self.reported:
+            self.reported = percentage
+            await areport_progress(self.task_id, "uploading", percentage)
+
+    async def _fail(self, user_message: str) -> None:
+        if self.task_id is not None:
+            detail = f"received {self.received} of {self.length} bytes"
+            await areport_error(self.task_id, "upload_interrupted", user_message, detail)

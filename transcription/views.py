@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import re
-import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.core.exceptions import SuspiciousOperation
@@ -17,20 +18,24 @@ from django.core.files.uploadhandler import (
     StopUpload,
     TemporaryFileUploadHandler,
 )
+from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.middleware.csrf import CsrfViewMiddleware, get_token
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_POST
 
-from progress import report_error, report_progress, restart_task
-from progress.conf import get_settings
+from progress import report_error, report_progress, restart_task, start_task, watch_token
+from progress.access import owner_key
 from progress.models import Task
-from progress.schemas import TaskStatus
-from progress.views import invalid_task_id, unknown_task
+from progress.schemas import ProgressStage, TaskStatus
+from progress.views import owned_task, readable_task
 
 from . import jobs
-from .audio import HEADER_BYTES, is_audio
+from .audio import HEADER_BYTES, AudioError, is_audio
+from .audio import duration as audio_duration
+from .conf import limits
 from .models import Transcription
 
 log = logging.getLogger("transcription")
@@ -43,12 +48,17 @@ def _error(status: int, code: str, detail: str) -> JsonResponse:
 
 
 def _links(request: HttpRequest, task_id: str) -> dict[str, str]:
+    """Where to watch and read a task; every link carries a watch token, so it can be shared."""
+    token = watch_token(task_id)
+    query = "?" + urlencode({"token": token})
     scheme = "wss" if request.is_secure() else "ws"
     return {
         "task_id": task_id,
-        "ws_url": f"{scheme}://{request.get_host()}/ws/tasks/{task_id}/",
-        "status_url": f"/api/tasks/{task_id}/",
-        "result_url": f"/api/tasks/{task_id}/result",
+        "watch_token": token,
+        "ws_url": f"{scheme}://{request.get_host()}/ws/tasks/{task_id}/{query}",
+        "status_url": f"/api/tasks/{task_id}/{query}",
+        "result_url": f"/api/tasks/{task_id}/result{query}",
+        "share_url": f"/tasks/{task_id}/{query}",
     }
 
 
@@ -85,38 +95,93 @@ def _csrf_checked(request: HttpRequest) -> HttpResponse:  # pragma: no cover - n
     return HttpResponse()
 
 
+def _csrf_failed() -> JsonResponse:
+    return _error(403, "csrf_failed", "send the csrftoken cookie and its value in X-CSRFToken")
+
+
 @csrf_exempt  # checked in the view: CSRF reads the body, which must go through the handlers set first
 @require_POST
-def create_task(request: HttpRequest) -> JsonResponse:
-    """POST /api/tasks/: store an uploaded audio file, queue its transcription, answer 201 with links."""
-    chosen = request.GET.get("task_id")
-    task_id = chosen if chosen is not None else uuid.uuid4().hex
-    bad = invalid_task_id(task_id)
-    if bad is not None:
-        return bad
-    handler = LimitedUploadHandler(request, get_settings().MAX_UPLOAD_BYTES)
-    request.upload_handlers = [handler]
-    response = _receive(request, task_id, chosen is not None, handler)
-    if response.status_code >= 400 and chosen is not None and response.status_code != 409:
+def create_task(request: HttpRequest) -> HttpResponse:
+    """POST /api/tasks/: store an uploaded audio file as a new task of the requester's, queue it (201)."""
+    if "task_id" in request.GET:
+        return _error(
+            400,
+            "task_id_not_allowed",
+            "task ids are made by the server: POST /api/tasks/reserve for one to watch the upload",
+        )
+    return _upload(request, None)
+
+
+RESERVATION_TTL = 3600.0
+"""Seconds a reserved task waits for its upload before it fails as ``upload_expired``."""
+MAX_RESERVATIONS = 8
+"""Reserved tasks one owner may have waiting for their uploads at once."""
+
+
+def _may_reserve(owner: str) -> bool:
+    """Whether ``owner`` may reserve one more task; fails their reservations that waited too long."""
+    waiting = Task.objects.filter(
+        owner=owner, status=TaskStatus.RUNNING.value, stage=ProgressStage.UPLOADING.value
+    )
+    cutoff = timezone.now() - timedelta(seconds=RESERVATION_TTL)
+    for task_id in waiting.filter(updated_at__lt=cutoff).values_list("task_id", flat=True):
+        report_error(task_id, "upload_expired", "No file arrived for this task in time; please upload again.")
+    return waiting.filter(updated_at__gte=cutoff).count() < MAX_RESERVATIONS
+
+
+@csrf_exempt  # checked in the view, to answer JSON rather than Django's HTML page
+@require_POST
+def reserve_task(request: HttpRequest) -> HttpResponse:
+    """POST /api/tasks/reserve: a new task in stage ``uploading``, for this session to upload into (201)."""
+    if _csrf_refusal(request) is not None:
+        return _csrf_failed()
+    owner = owner_key(request)
+    if not _may_reserve(owner):
+        detail = "this session has too many uploads waiting; finish or abandon one first"
+        return _error(429, "too_many_reservations", detail)
+    task_id = start_task(ProgressStage.UPLOADING, owner=owner)
+    return JsonResponse(
+        {**_links(request, task_id), "upload_url": f"/api/tasks/{task_id}/upload"}, status=201
+    )
+
+
+@csrf_exempt  # checked in the view: CSRF reads the body, which must go through the handlers set first
+@require_POST
+@owned_task
+def upload_task(request: HttpRequest, task: Task) -> HttpResponse:
+    """POST /api/tasks/<id>/upload: the audio of a task reserved by this session (201)."""
+    if (task.status, task.stage) != (TaskStatus.RUNNING.value, ProgressStage.UPLOADING.value):
+        return _error(409, "already_uploaded", "this task has its upload already; reserve a new one")
+    response = _upload(request, task.task_id)
+    if response.status_code >= 400 and response.status_code != 409:
         detail = response.content.decode(errors="replace")
-        report_error(task_id, "upload_rejected", "The upload was refused; see the upload's response.", detail)
-    if response.status_code >= 400:
-        for name in request.FILES:
-            for upload in request.FILES.getlist(name):
-                upload.close()  # deletes its temporary file now rather than at the end of the request
+        report_error(
+            task.task_id, "upload_rejected", "The upload was refused; see the upload's response.", detail
+        )
     return response
 
 
-def _receive(request: HttpRequest, task_id: str, chosen: bool, handler: LimitedUploadHandler) -> JsonResponse:
-    """Check the upload, store it and queue its job; the response."""
+def _upload(request: HttpRequest, reserved: str | None) -> HttpResponse:
+    """Read, check and store an upload, then queue its job, into ``reserved`` or else a new task."""
+    handler = LimitedUploadHandler(request, limits().max_upload_bytes)
+    request.upload_handlers = [handler]
+    try:
+        return _receive(request, reserved, handler)
+    finally:
+        for name in request.FILES:
+            for upload in request.FILES.getlist(name):
+                upload.close()  # deletes an unused temporary file now rather than at the end of the request
+
+
+def _receive(request: HttpRequest, reserved: str | None, handler: LimitedUploadHandler) -> HttpResponse:
     try:
         refusal = _csrf_refusal(request)  # reads the body, through the handler
         upload = request.FILES.get("file")
     except (MultiPartParserError, SuspiciousOperation) as exc:
         return _error(400, "bad_multipart", f"the body is not a valid multipart/form-data upload: {exc}")
     if refusal is not None:
-        return _error(403, "csrf_failed", "send the csrftoken cookie and its value in X-CSRFToken")
-    limit = get_settings().MAX_UPLOAD_BYTES
+        return _csrf_failed()
+    limit = limits().max_upload_bytes
     if handler.too_large:
         return _error(413, "file_too_large", f"files may be at most {limit} bytes")
     if upload is None:
@@ -127,28 +192,50 @@ def _receive(request: HttpRequest, task_id: str, chosen: bool, handler: LimitedU
     upload.seek(0)
     if not is_audio(header):
         return _error(415, "not_audio", "the file is not audio (WAV, FLAC, Ogg, MP3 or AIFF)")
-    existing = Task.objects.filter(pk=task_id).first()
-    ours = chosen and existing is not None and (existing.status, existing.stage) == ("running", "uploading")
-    if existing is not None and not ours:  # the upload guard created it for this request
-        return _error(409, "task_exists", f"a task {task_id!r} exists already; choose another id")
-    stored = _store(upload, task_id)
-    Transcription.objects.update_or_create(
-        task_id=task_id,
-        defaults={
-            "audio_path": str(stored.relative_to(settings.MEDIA_ROOT)),
-            "original_name": (upload.name or "")[:255],
-            "size": upload.size or 0,
-        },
-    )
-    # The task exists (queued) before anyone can be told its id, so no watcher arrives too early.
-    report_progress(task_id, "queued", 0)
+    assert isinstance(upload, TemporaryUploadedFile)  # the only handler in use writes to disk
+    too_long = _too_long(Path(upload.temporary_file_path()))
+    if too_long is not None:
+        return too_long
+    task_id = reserved or start_task(ProgressStage.QUEUED, owner=owner_key(request))
     try:
-        jobs.enqueue(task_id, 1)
+        with transaction.atomic():  # the claim: of two uploads into one reserved task, one wins
+            Transcription.objects.create(task_id=task_id, original_name=(upload.name or "")[:255])
+    except IntegrityError:
+        return _error(409, "already_uploaded", "this task has its upload already; reserve a new one")
+    stored = _store(upload, task_id)
+    Transcription.objects.filter(pk=task_id).update(
+        audio_path=str(stored.relative_to(settings.MEDIA_ROOT)), size=upload.size or 0
+    )
+    if reserved:
+        # The task exists (queued) before anyone can be told its id, so no watcher arrives too early.
+        report_progress(task_id, ProgressStage.QUEUED, 0)
+    failed = _enqueue(task_id, 1)
+    return failed or JsonResponse(_links(request, task_id), status=201)
+
+
+def _too_long(path: Path) -> JsonResponse | None:
+    """A 413 ``audio_too_long`` when the audio lasts longer than the limit (checked before any job runs)."""
+    try:
+        seconds = audio_duration(path)
+    except AudioError as exc:
+        return _error(415, "not_audio", exc.user_message)
+    limit = limits().max_audio_seconds
+    if seconds is not None and seconds > limit:
+        return _error(
+            413, "audio_too_long", f"the audio lasts {seconds:.0f} s; at most {limit:.0f} s are allowed"
+        )
+    return None
+
+
+def _enqueue(task_id: str, attempt: int) -> JsonResponse | None:
+    """Hand an attempt to the job runner; a 503 (and the task failed) when the queue is unavailable."""
+    try:
+        jobs.enqueue(task_id, attempt)
     except Exception as exc:
         log.exception("transcription: could not enqueue task %s", task_id)
         report_error(task_id, "enqueue_failed", "The job could not be queued; please retry.", repr(exc))
         return _error(503, "enqueue_failed", "the job queue is unavailable; retry the task later")
-    return JsonResponse(_links(request, task_id), status=201)
+    return None
 
 
 def _store(upload: UploadedFile[Any], task_id: str) -> Path:
@@ -163,53 +250,45 @@ def _store(upload: UploadedFile[Any], task_id: str) -> Path:
 
 
 @require_GET
-def task_result(request: HttpRequest, task_id: str) -> JsonResponse:
+@readable_task()
+def task_result(request: HttpRequest, task: Task) -> HttpResponse:
     """GET /api/tasks/<id>/result: the transcript; 409 while the task is not complete."""
-    bad = invalid_task_id(task_id)
-    if bad is not None:
-        return bad
-    task = Task.objects.filter(pk=task_id).first()
-    if task is None:
-        return unknown_task(task_id)
     if task.status != TaskStatus.COMPLETE.value:
         detail = f"the task is {task.status} (stage {task.stage}, {task.percentage}%)"
         return JsonResponse({"error": "not_complete", "detail": detail, "status": task.status}, status=409)
-    record = Transcription.objects.filter(pk=task_id).first()
+    record = Transcription.objects.filter(pk=task.task_id).first()
     if record is None or record.result is None:
-        return _error(404, "no_result", f"task {task_id!r} has no transcript")
-    return JsonResponse(record.result)
+        return _error(404, "no_result", "this task has no transcript")
+    response = JsonResponse(record.result)
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @csrf_exempt  # checked in the view, to answer JSON rather than Django's HTML page
 @require_POST
-def retry_task(request: HttpRequest, task_id: str) -> JsonResponse:
-    """POST /api/tasks/<id>/retry: re-queue a failed transcription as a new attempt (202)."""
-    bad = invalid_task_id(task_id)
-    if bad is not None:
-        return bad
+@owned_task
+def retry_task(request: HttpRequest, task: Task) -> HttpResponse:
+    """POST /api/tasks/<id>/retry: re-queue the owner's failed transcription as a new attempt (202)."""
     if _csrf_refusal(request) is not None:
-        return _error(403, "csrf_failed", "send the csrftoken cookie and its value in X-CSRFToken")
-    task = Task.objects.filter(pk=task_id).first()
-    if task is None:
-        return unknown_task(task_id)
+        return _csrf_failed()
     if task.status != TaskStatus.FAILED.value:
         return JsonResponse(
             {"error": "not_failed", "detail": f"only failed tasks can be retried; this one is {task.status}"},
             status=409,
         )
-    record = Transcription.objects.filter(pk=task_id).first()
+    allowed = limits().max_attempts
+    if task.attempt >= allowed:
+        return _error(
+            409, "too_many_attempts", f"a task may run at most {allowed} times; upload the file again"
+        )
+    record = Transcription.objects.filter(pk=task.task_id).first()
     if record is None or not record.audio_path:
         return _error(409, "nothing_to_retry", "this task has no stored audio; upload the file again")
-    attempt = restart_task(task_id, "retrying")
+    attempt = restart_task(task.task_id, "retrying")
     if attempt is None:
         return _error(409, "not_failed", "the task changed while retrying; reload its status")
-    try:
-        jobs.enqueue(task_id, attempt)
-    except Exception as exc:
-        log.exception("transcription: could not enqueue task %s", task_id)
-        report_error(task_id, "enqueue_failed", "The job could not be queued; please retry.", repr(exc))
-        return _error(503, "enqueue_failed", "the job queue is unavailable; retry the task later")
-    return JsonResponse({**_links(request, task_id), "attempt": attempt}, status=202)
+    failed = _enqueue(task.task_id, attempt)
+    return failed or JsonResponse({**_links(request, task.task_id), "attempt": attempt}, status=202)
 
 
 @ensure_csrf_cookie
@@ -225,7 +304,6 @@ def index(request: HttpRequest) -> HttpResponse:
     """GET /: upload an audio file and watch its transcription live."""
     from django.shortcuts import render
 
-    from progress.schemas import ProgressStage
-
+    owner_key(request)  # the session cookie is set now, so the page's uploads have an owner
     stages = [s.value for s in ProgressStage]
     return render(request, "transcription/index.html", {"stages": stages})

@@ -1,6 +1,7 @@
 // TaskProgress: a reusable browser client for /ws/tasks/<id>/.
 // Keeps the last seq it saw, resumes with ?last_seq after a drop, ignores repeats, treats a silent
 // socket as dead, and polls the HTTP snapshot while WebSockets are unavailable.
+// options.token: a watch token (share links carry one); the task's owner needs none (session cookie).
 (function (global) {
   "use strict";
 
@@ -12,6 +13,7 @@
     this.heartbeatInterval = (options.heartbeatInterval || 30) * 1000;
     this.maxBackoff = (options.maxBackoff || 15) * 1000;
     this.pollInterval = (options.pollInterval || 3) * 1000;
+    this.token = options.token || null;
     this.lastSeq = null;
     this.finished = false;
     this.failures = 0;
@@ -20,11 +22,16 @@
     this.timers = {};
   }
 
+  TaskProgress.prototype.query = function (params) {
+    if (this.token) params.push("token=" + encodeURIComponent(this.token));
+    return params.length ? "?" + params.join("&") : "";
+  };
+
   TaskProgress.prototype.wsUrl = function () {
     var loc = global.location;
     var origin = this.base || loc.protocol.replace("http", "ws") + "//" + loc.host;
     var url = origin + "/ws/tasks/" + encodeURIComponent(this.taskId) + "/";
-    return this.lastSeq === null ? url : url + "?last_seq=" + this.lastSeq;
+    return url + this.query(this.lastSeq === null ? [] : ["last_seq=" + this.lastSeq]);
   };
 
   TaskProgress.prototype.start = function () {
@@ -99,7 +106,7 @@
     socket.close(4000);
   };
 
-  // The server does not know the task (4404 on the socket, 404 over HTTP): stop everything.
+  // The server does not know the task, or will not show it (4404 on the socket, 404 over HTTP): stop.
   TaskProgress.prototype.unknownTask = function () {
     this.finished = true;
     Object.keys(this.timers).forEach(function (k) { clearTimeout(this.timers[k]); }, this);
@@ -134,7 +141,8 @@
     var tick = function () {
       self.timers.poll = null;
       if (self.finished || (self.socket && self.socket.readyState === 1)) { self.polling = false; return; }
-      fetch(self.base.replace(/^ws/, "http") + "/api/tasks/" + encodeURIComponent(self.taskId) + "/",
+      fetch(self.base.replace(/^ws/, "http") + "/api/tasks/" + encodeURIComponent(self.taskId) + "/" +
+            self.query([]),
             { headers: { Accept: "application/json" } })
         .then(function (r) {
           if (r.status === 404) self.unknownTask();

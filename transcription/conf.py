@@ -1,0 +1,27 @@
+"""The audio app's limits, read from Django settings (each also from the environment, in settings.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one upload and one task may cost."""
+
+    max_upload_bytes: int
+    max_audio_seconds: float
+    upload_idle_timeout: float
+    max_attempts: int
+
+
+def limits() -> Limits:
+    """The limits in force now (read each time: tests override settings)."""
+    return Limits(
+        max_upload_bytes=int(getattr(settings, "TRANSCRIPTION_MAX_UPLOAD_BYTES", 200 * 1024 * 1024)),
+        max_audio_seconds=float(getattr(settings, "TRANSCRIPTION_MAX_AUDIO_SECONDS", 4 * 3600)),
+        upload_idle_timeout=float(getattr(settings, "TRANSCRIPTION_UPLOAD_IDLE_TIMEOUT", 30)),
+        max_attempts=int(getattr(settings, "TRANSCRIPTION_MAX_ATTEMPTS", 3)),
+    )
