@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -58,9 +59,25 @@ def application() -> Any:
     return application
 
 
+_TASK_PATH = re.compile(r"^/ws/tasks/(?P<task_id>[A-Za-z0-9_-]{1,64})/?(?:\?|$)")
+
+
+def with_token(path: str) -> str:
+    """``path`` with a watch token for its task added, unless it names one already (or no task)."""
+    match = _TASK_PATH.match(path)
+    if match is None or "token=" in path:
+        return path
+    from progress import watch_token
+
+    return f"{path}{'&' if '?' in path else '?'}token={watch_token(match['task_id'])}"
+
+
 @asynccontextmanager
-async def watching(path: str, *, origin: bool = True) -> AsyncIterator[WebsocketCommunicator]:
-    """A connected WebSocket communicator on ``path``, disconnected afterwards."""
+async def watching(
+    path: str, *, origin: bool = True, token: bool = True
+) -> AsyncIterator[WebsocketCommunicator]:
+    """A connected WebSocket communicator on ``path`` (with a watch token), disconnected afterwards."""
+    path = with_token(path) if token else path
     communicator = WebsocketCommunicator(application(), path, headers=[ORIGIN] if origin else [])
     connected, _ = await communicator.connect()
     assert connected

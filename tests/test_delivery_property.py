@@ -26,7 +26,7 @@ from progress.schemas import (
     TaskStatus,
     parse_server_message,
 )
-from tests.conftest import ORIGIN, application
+from tests.conftest import ORIGIN, application, with_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -68,7 +68,7 @@ class Watcher:
         """Connect: fresh (a snapshot) the first time, resuming from the last seq seen afterwards."""
         query = "" if self.baseline < 0 else f"?last_seq={self.last}"
         self.socket = WebsocketCommunicator(
-            application(), f"/ws/tasks/{self.task_id}/{query}", headers=[ORIGIN]
+            application(), with_token(f"/ws/tasks/{self.task_id}/{query}"), headers=[ORIGIN]
         )
         connected, _ = await self.socket.connect()
         assert connected

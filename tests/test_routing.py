@@ -9,6 +9,7 @@ from channels.testing import WebsocketCommunicator
 from progress.routing import websocket_application
 from progress.schemas import ProgressStage, SnapshotMessage, parse_server_message
 from progress.store import record_progress
+from tests.conftest import with_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -49,7 +50,7 @@ async def test_routing_task_route_gets_its_task_id():
         "job-1_A", ProgressStage.QUEUED, 0, None, attempt=None, min_interval=0
     )
     communicator = WebsocketCommunicator(
-        websocket_application(), "/ws/tasks/job-1_A", headers=[(b"origin", b"http://127.0.0.1")]
+        websocket_application(), with_token("/ws/tasks/job-1_A"), headers=[(b"origin", b"http://127.0.0.1")]
     )
     connected, _ = await communicator.connect()
     assert connected

@@ -1,19 +1,28 @@
-"""The HTTP fallback: GET /api/tasks/<id>/ serves the same snapshot the WebSocket sends first."""
+"""The HTTP reads: GET /api/tasks/<id>/ and /tasks/<id>/, for the owner or a token holder only."""
 
 from __future__ import annotations
 
-import pytest
+import time
 
-from progress import report_error, report_progress
+import pytest
+from django.test import Client
+
+from progress import report_error, report_progress, start_task, watch_token
 from progress.schemas import ProgressStage, SnapshotMessage, TaskStatus
+from progress.views import NOT_FOUND_BODY
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_progress")]
+
+
+def status(client: Client, task_id: str, token: str | None = None):
+    query = "" if token is None else f"?token={token}"
+    return client.get(f"/api/tasks/{task_id}/{query}")
 
 
 def test_views_snapshot_validates(client):
     report_progress("job1", "queued", 0)
     report_progress("job1", "transcribing", 30, "chunk 3")
-    response = client.get("/api/tasks/job1/")
+    response = status(client, "job1", watch_token("job1"))
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"
     assert response["Cache-Control"] == "no-store"
@@ -29,31 +38,62 @@ def test_views_snapshot_validates(client):
 
 def test_views_snapshot_without_trailing_slash(client):
     report_progress("job1", "queued", 0)
-    assert client.get("/api/tasks/job1").status_code == 200
+    assert client.get(f"/api/tasks/job1?token={watch_token('job1')}").status_code == 200
 
 
 def test_views_failed_task_has_error(client):
     report_progress("job1", "transcribing", 10)
     report_error("job1", "decode_failed", "We could not read the audio.")
-    snapshot = SnapshotMessage.model_validate_json(client.get("/api/tasks/job1/").content)
+    snapshot = SnapshotMessage.model_validate_json(status(client, "job1", watch_token("job1")).content)
     assert snapshot.status is TaskStatus.FAILED
     assert snapshot.error is not None
     assert snapshot.error.error_code == "decode_failed"
 
 
-def test_views_unknown_task_is_404(client):
-    response = client.get("/api/tasks/nobody/")
-    assert response.status_code == 404
-    assert response.json()["error"] == "unknown_task"
+def test_views_refusals_are_byte_identical(client, settings):
+    report_progress("job1", "queued", 0)
+    report_progress("job2", "queued", 0)
+    good = watch_token("job1")
+    settings.PROGRESS = {"WATCH_TOKEN_MAX_AGE": 1}
+    expired = watch_token("job1")
+    time.sleep(2.1)
+    refusals = [
+        status(client, "job1"),  # no token, not the owner
+        status(client, "job1", good[:-2] + ("AA" if not good.endswith("AA") else "BB")),  # tampered
+        status(client, "job1", expired),
+        status(client, "job1", watch_token("job2")),  # another task's
+        status(client, "job1", "x" * 500),
+        status(client, "nobody", watch_token("nobody")),  # a valid token for a task that does not exist
+        status(client, "nobody"),
+        client.get("/api/tasks/bad%20id/"),
+        client.get(f"/api/tasks/{'a' * 65}/"),
+    ]
+    assert {(r.status_code, r.content) for r in refusals} == {(404, NOT_FOUND_BODY)}
 
 
-@pytest.mark.parametrize("task_id", ["bad%20id", "a" * 65, "x.y"])
-def test_views_invalid_task_id_is_400(client, task_id):
-    response = client.get(f"/api/tasks/{task_id}/")
-    assert response.status_code == 400
-    assert response.json()["error"] == "invalid_task_id"
+def test_views_owner_reads_without_token(client):
+    client.get("/")  # the page gives the session its owner value
+    task_id = start_task("queued", owner=_owner_of(client))
+    assert status(client, task_id).status_code == 200
+    assert status(Client(), task_id).content == NOT_FOUND_BODY
+
+
+def test_views_task_page_needs_owner_or_token(client):
+    report_progress("job1", "queued", 0)
+    assert client.get("/tasks/job1/").status_code == 404
+    assert client.get("/tasks/nobody/").content == client.get("/tasks/job1/").content
+    page = client.get(f"/tasks/job1/?token={watch_token('job1')}")
+    assert page.status_code == 200
+    assert page["Referrer-Policy"] == "no-referrer"
+    assert watch_token("job1")[:10] in page.content.decode()
 
 
 def test_views_post_not_allowed(client):
     report_progress("job1", "queued", 0)
-    assert client.post("/api/tasks/job1/").status_code == 405
+    assert client.post(f"/api/tasks/job1/?token={watch_token('job1')}").status_code == 405
+
+
+def _owner_of(client: Client) -> str:
+    from progress.access import SESSION_OWNER_KEY
+
+    return f"session:{client.session[SESSION_OWNER_KEY]}"
