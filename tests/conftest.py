@@ -18,6 +18,7 @@ from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 
 from progress import sender
+from progress.limits import open_sockets
 from progress.schemas import ServerMessage, parse_server_message
 from tests.postgres import PostgresServer
 
@@ -30,6 +31,7 @@ def _fresh_layer() -> Iterator[None]:
     channel_layers.backends = {}
     sender._server_loop = None
     sender._warned_in_memory = False
+    open_sockets.counts = {}  # sockets a previous test left open do not count against this one
     yield
     channel_layers.backends = {}
     sender._server_loop = None

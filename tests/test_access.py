@@ -37,7 +37,7 @@ def test_access_token_opens_its_task_only():
     assert not token_valid("job1", "")
 
 
-@pytest.mark.parametrize("token", ["x", "1:2:3", ":" * 40, "a" * 129, "\u00e9" * 10])
+@pytest.mark.parametrize("token", ["x", "1.2.3", "." * 40, "a" * 129, "\u00e9" * 10])
 def test_access_garbage_tokens_are_invalid(token):
     assert not token_valid("job1", token)
 

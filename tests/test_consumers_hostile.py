@@ -72,7 +72,10 @@ async def test_hostile_owner_watches_with_the_session_cookie(settings):
     first = await first_output(f"/ws/tasks/{task_id}/", [cookie])
     assert isinstance(parse_server_message(first["text"]), SnapshotMessage)
     stranger = (b"cookie", f"{settings.SESSION_COOKIE_NAME}=notasession".encode())
-    assert await first_output(f"/ws/tasks/{task_id}/", [stranger]) == {"type": "websocket.close", "code": 4404}
+    assert await first_output(f"/ws/tasks/{task_id}/", [stranger]) == {
+        "type": "websocket.close",
+        "code": 4404,
+    }
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,13 @@ import pytest
 from asgiref.sync import sync_to_async
 from asgiref.testing import ApplicationCommunicator
 from channels.testing import HttpCommunicator
+from django.contrib.sessions.backends.db import SessionStore
 from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 
-from progress import areport_progress
+from progress import astart_task
+from progress.access import SESSION_OWNER_KEY
 from progress.models import Task, TaskEvent
+from progress.views import NOT_FOUND_BODY
 from tests.conftest import application
 from tests.fixtures_audio import make_speech_wav
 
@@ -49,7 +52,7 @@ async def post(path: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> tu
 
 
 async def test_upload_oversize_content_length_is_refused_unread(media, settings):
-    settings.PROGRESS = {"MAX_UPLOAD_BYTES": 1000}
+    settings.TRANSCRIPTION_MAX_UPLOAD_BYTES = 1000
     headers = [(b"content-type", MULTIPART_CONTENT.encode()), (b"content-length", b"10000000")]
     status, body = await post("/api/tasks/", b"", headers)
     assert status == 413
@@ -61,43 +64,83 @@ async def test_upload_without_content_length_is_411(media):
     assert (status, b"length_required" in body) == (411, True)
 
 
-async def test_upload_with_chosen_id_reports_uploading_then_queued(media, tmp_path):
+async def owner_session(settings) -> tuple[str, tuple[bytes, bytes]]:
+    """An owner key and the session cookie that holds it."""
+    session = SessionStore()
+    session[SESSION_OWNER_KEY] = "uploader"
+    await asyncio.to_thread(session.save)
+    return "session:uploader", (b"cookie", f"{settings.SESSION_COOKIE_NAME}={session.session_key}".encode())
+
+
+def with_cookie(headers: list[tuple[bytes, bytes]], cookie: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    """``headers`` with the session cookie joined to the CSRF cookie."""
+    return [(k, v + b"; " + cookie[1]) if k == b"cookie" else (k, v) for k, v in headers]
+
+
+async def test_upload_into_a_reservation_reports_uploading_then_queued(media, tmp_path, settings):
+    owner, cookie = await owner_session(settings)
+    task_id = await astart_task("uploading", owner=owner)
     wav = await sync_to_async(make_speech_wav)(tmp_path / "audio")
     body, headers = multipart(wav.read_bytes())
-    status, _ = await post("/api/tasks/?task_id=up1", body, headers)
+    status, _ = await post(f"/api/tasks/{task_id}/upload", body, with_cookie(headers, cookie))
     assert status == 201
-    history = await sync_to_async(stages)("up1")
+    history = await sync_to_async(stages)(task_id)
     assert history[:2] == ["uploading", "queued"]
-    while (await Task.objects.aget(pk="up1")).status == "running":  # noqa: ASYNC110 - the pool job ends here
+    while (await Task.objects.aget(pk=task_id)).status == "running":  # noqa: ASYNC110 - the pool job ends here
         await asyncio.sleep(0.1)
 
 
-async def test_upload_to_an_existing_task_id_is_409(media):
-    await areport_progress("up1", "queued", 0)
+async def test_upload_into_anothers_reservation_is_refused_unread(media, settings):
+    task_id = await astart_task("uploading", owner="session:someone-else")
+    _, cookie = await owner_session(settings)
     body, headers = multipart(b"RIFF\x00\x00\x00\x00WAVE")
-    status, body = await post("/api/tasks/?task_id=up1", body, headers)
-    assert (status, b"task_exists" in body) == (409, True)
+    for path in [f"/api/tasks/{task_id}/upload", "/api/tasks/nobody/upload"]:
+        status, answer = await post(path, body, with_cookie(headers, cookie))
+        assert (status, answer) == (404, NOT_FOUND_BODY)
+    assert await sync_to_async(stages)(task_id) == ["uploading"]
 
 
-async def test_upload_interrupted_fails_the_chosen_task(media):
+async def test_upload_interrupted_fails_the_reserved_task(media, settings):
+    owner, cookie = await owner_session(settings)
+    task_id = await astart_task("uploading", owner=owner)
     body, headers = multipart(b"RIFF\x00\x00\x00\x00WAVE" + b"\x00" * 10_000)
+    communicator = start(f"/api/tasks/{task_id}/upload", with_cookie(headers, cookie))
+    partial = {"type": "http.request", "body": body[:2000], "more_body": True}
+    await communicator.send_input(partial)  # type: ignore[no-untyped-call]
+    await communicator.send_input({"type": "http.disconnect"})  # type: ignore[no-untyped-call]
+    await communicator.wait(10)  # type: ignore[no-untyped-call]
+    task = await Task.objects.aget(pk=task_id)
+    assert (task.status, task.error_code) == ("failed", "upload_interrupted")
+    assert not [p for p in media.rglob("*") if p.is_file()]
+
+
+async def test_upload_that_stalls_is_dropped_with_408(media, settings):
+    settings.TRANSCRIPTION_UPLOAD_IDLE_TIMEOUT = 0.5
+    owner, cookie = await owner_session(settings)
+    task_id = await astart_task("uploading", owner=owner)
+    body, headers = multipart(b"RIFF\x00\x00\x00\x00WAVE" + b"\x00" * 10_000)
+    communicator = start(f"/api/tasks/{task_id}/upload", with_cookie(headers, cookie))
+    await communicator.send_input({"type": "http.request", "body": body[:2000], "more_body": True})  # type: ignore[no-untyped-call]
+    response = await communicator.receive_output(5)  # type: ignore[no-untyped-call]
+    assert response["status"] == 408
+    assert b"upload_timeout" in (await communicator.receive_output(5))["body"]  # type: ignore[no-untyped-call]
+    await communicator.wait(10)  # type: ignore[no-untyped-call]
+    task = await Task.objects.aget(pk=task_id)
+    assert (task.status, task.error_code) == ("failed", "upload_interrupted")
+    assert not [p for p in media.rglob("*") if p.is_file()]
+
+
+def start(path: str, headers: list[tuple[bytes, bytes]]) -> ApplicationCommunicator:
     scope = {
         "type": "http",
         "http_version": "1.1",
         "method": "POST",
-        "path": "/api/tasks/",
-        "raw_path": b"/api/tasks/",
-        "query_string": b"task_id=up2",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
         "headers": [(b"host", b"127.0.0.1"), *headers],
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 80),
         "scheme": "http",
     }
-    communicator = ApplicationCommunicator(application(), scope)  # type: ignore[no-untyped-call]
-    partial = {"type": "http.request", "body": body[:2000], "more_body": True}
-    await communicator.send_input(partial)  # type: ignore[no-untyped-call]
-    await communicator.send_input({"type": "http.disconnect"})  # type: ignore[no-untyped-call]
-    await communicator.wait(10)  # type: ignore[no-untyped-call]
-    task = await Task.objects.aget(pk="up2")
-    assert (task.status, task.error_code) == ("failed", "upload_interrupted")
-    assert not [p for p in media.rglob("*") if p.is_file()]
+    return ApplicationCommunicator(application(), scope)  # type: ignore[no-untyped-call]

@@ -9,8 +9,10 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from progress import report_error, report_progress
+from progress import report_error, report_progress, restart_task, start_task, watch_token
+from progress.access import SESSION_OWNER_KEY
 from progress.models import Task
+from progress.views import NOT_FOUND_BODY
 from tests.fixtures_audio import fraction_recognised, make_speech_wav, spoken_text
 from transcription.models import Transcription
 
@@ -20,6 +22,11 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 @pytest.fixture
 def client() -> Client:
     """A client that must do the CSRF dance, as a script would."""
+    return csrf_client()
+
+
+def csrf_client() -> Client:
+    """A new session that does the CSRF dance, as a script would."""
     client = Client(enforce_csrf_checks=True)
     token = client.get("/api/csrf/").json()["csrf_token"]
     client.defaults["HTTP_X_CSRFTOKEN"] = token
@@ -47,10 +54,11 @@ def test_views_upload_queues_and_the_result_has_the_words(client, media, tmp_pat
     assert response.status_code == 201
     body = response.json()
     task_id = body["task_id"]
-    assert body["ws_url"] == f"ws://testserver/ws/tasks/{task_id}/"
+    query = f"?token={body['watch_token']}"
+    assert body["ws_url"] == f"ws://testserver/ws/tasks/{task_id}/{query}"
     assert (body["status_url"], body["result_url"]) == (
-        f"/api/tasks/{task_id}/",
-        f"/api/tasks/{task_id}/result",
+        f"/api/tasks/{task_id}/{query}",
+        f"/api/tasks/{task_id}/result{query}",
     )
     assert wait_done(task_id).status == "complete"
     result = client.get(body["result_url"])
@@ -59,24 +67,64 @@ def test_views_upload_queues_and_the_result_has_the_words(client, media, tmp_pat
     assert files_under(media) == []
 
 
-def test_views_upload_with_a_chosen_task_id(client, media, tmp_path):
-    response = upload(client, "a.wav", make_speech_wav(tmp_path / "audio").read_bytes(), "?task_id=mine-1")
+def reserve(client: Client) -> dict:
+    response = client.post("/api/tasks/reserve")
     assert response.status_code == 201
-    assert response.json()["task_id"] == "mine-1"
-    assert Transcription.objects.filter(pk="mine-1").exists()
-    assert wait_done("mine-1").status == "complete"  # the pool's job ends inside this test
+    return response.json()
 
 
-def test_views_upload_bad_task_id_is_400(client, media):
-    response = upload(client, "a.wav", b"RIFF0000WAVE", "?task_id=no%20spaces")
-    assert (response.status_code, response.json()["error"]) == (400, "invalid_task_id")
+def test_views_upload_into_a_reserved_task(client, media, tmp_path):
+    links = reserve(client)
+    task_id = links["task_id"]
+    assert Task.objects.get(pk=task_id).stage == "uploading"
+    assert links["upload_url"] == f"/api/tasks/{task_id}/upload"
+    response = client.post(links["upload_url"], {"file": SimpleUploadedFile("a.wav", speech_bytes(tmp_path))})
+    assert response.status_code == 201
+    assert response.json()["task_id"] == task_id
+    assert Transcription.objects.filter(pk=task_id).exists()
+    assert wait_done(task_id).status == "complete"  # the pool's job ends inside this test
 
 
-def test_views_upload_existing_task_id_is_409(client, media, tmp_path):
-    report_progress("taken", "queued", 0)
-    response = upload(client, "a.wav", make_speech_wav(tmp_path / "audio").read_bytes(), "?task_id=taken")
-    assert (response.status_code, response.json()["error"]) == (409, "task_exists")
+def test_views_upload_chosen_task_id_is_refused(client, media):
+    response = upload(client, "a.wav", b"RIFF0000WAVE", "?task_id=mine-1")
+    assert (response.status_code, response.json()["error"]) == (400, "task_id_not_allowed")
+    assert not Task.objects.exists()
+
+
+def test_views_upload_ids_are_server_minted_and_distinct(client, media, tmp_path):
+    ids = {upload(client, "a.wav", speech_bytes(tmp_path)).json()["task_id"] for _ in range(3)}
+    ids |= {reserve(client)["task_id"] for _ in range(3)}
+    assert len(ids) == 6
+    assert all(len(i) == 32 for i in ids)
+    for task_id in ids:
+        wait_done_or_uploading(task_id)
+
+
+def test_views_upload_into_anothers_reservation_is_404(client, media, tmp_path):
+    links = reserve(client)
+    thief = csrf_client()
+    response = thief.post(links["upload_url"], {"file": SimpleUploadedFile("a.wav", speech_bytes(tmp_path))})
+    assert (response.status_code, response.content) == (404, NOT_FOUND_BODY)
+    assert Task.objects.get(pk=links["task_id"]).stage == "uploading"
     assert files_under(media) == []
+
+
+def test_views_upload_twice_into_one_reservation_is_409(client, media, tmp_path):
+    links = reserve(client)
+    first = client.post(links["upload_url"], {"file": SimpleUploadedFile("a.wav", speech_bytes(tmp_path))})
+    again = client.post(links["upload_url"], {"file": SimpleUploadedFile("b.wav", speech_bytes(tmp_path))})
+    assert (first.status_code, again.status_code, again.json()["error"]) == (201, 409, "already_uploaded")
+    wait_done(links["task_id"])
+
+
+def test_views_reservations_per_owner_are_limited(client, media):
+    from transcription.views import MAX_RESERVATIONS
+
+    for _ in range(MAX_RESERVATIONS):
+        reserve(client)
+    response = client.post("/api/tasks/reserve")
+    assert (response.status_code, response.json()["error"]) == (429, "too_many_reservations")
+    assert csrf_client().post("/api/tasks/reserve").status_code == 201  # another session is not held up
 
 
 def test_views_upload_not_audio_is_415_and_leaves_nothing(client, media):
@@ -94,17 +142,26 @@ def test_views_upload_empty_is_400_and_leaves_nothing(client, media):
 
 
 def test_views_upload_oversize_is_413_and_leaves_nothing(client, media, settings):
-    settings.PROGRESS = {"MAX_UPDATES_PER_SECOND": 0, "MAX_UPLOAD_BYTES": 1000}
+    settings.TRANSCRIPTION_MAX_UPLOAD_BYTES = 1000
     response = upload(client, "big.wav", b"RIFF\x00\x00\x00\x00WAVE" + b"\x00" * 5000)
     assert (response.status_code, response.json()["error"]) == (413, "file_too_large")
     assert files_under(media) == []
 
 
-def test_views_upload_rejected_with_chosen_id_fails_that_task(client, media):
-    response = upload(client, "notes.txt", b"hello", "?task_id=watched")
+def test_views_upload_rejected_fails_the_reserved_task(client, media):
+    links = reserve(client)
+    response = client.post(links["upload_url"], {"file": SimpleUploadedFile("notes.txt", b"hello")})
     assert response.status_code == 415
-    task = Task.objects.get(pk="watched")
+    task = Task.objects.get(pk=links["task_id"])
     assert (task.status, task.error_code) == ("failed", "upload_rejected")
+
+
+def test_views_upload_too_long_audio_is_413_before_any_job(client, media, settings, tmp_path):
+    settings.TRANSCRIPTION_MAX_AUDIO_SECONDS = 1
+    response = upload(client, "long.wav", speech_bytes(tmp_path))
+    assert (response.status_code, response.json()["error"]) == (413, "audio_too_long")
+    assert not Task.objects.exists()
+    assert files_under(media) == []
 
 
 def test_views_upload_without_file_field_is_400(client, media):
@@ -131,50 +188,82 @@ def test_views_csrf_endpoint_sets_the_cookie():
     assert "csrftoken" in response.cookies
 
 
-def test_views_result_unknown_is_404(client):
-    response = client.get("/api/tasks/nobody/result")
-    assert (response.status_code, response.json()["error"]) == (404, "unknown_task")
-
-
-def test_views_result_bad_id_is_400(client):
-    assert client.get("/api/tasks/bad%21id/result").status_code == 400
+def test_views_result_refusals_are_the_one_404(client):
+    report_progress("job1", "complete", 100)
+    for path in ["/api/tasks/nobody/result", "/api/tasks/bad%21id/result", "/api/tasks/job1/result"]:
+        response = client.get(path)
+        assert (response.status_code, response.content) == (404, NOT_FOUND_BODY)
 
 
 def test_views_result_while_running_is_409(client):
     report_progress("job1", "transcribing", 40)
-    response = client.get("/api/tasks/job1/result")
+    response = client.get(f"/api/tasks/job1/result?token={watch_token('job1')}")
     assert (response.status_code, response.json()["status"]) == (409, "running")
 
 
 def test_views_retry_of_a_running_task_is_409(client):
-    report_progress("job1", "queued", 0)
-    response = client.post("/api/tasks/job1/retry")
+    task_id = owned(client, "queued")
+    response = client.post(f"/api/tasks/{task_id}/retry")
     assert (response.status_code, response.json()["error"]) == (409, "not_failed")
 
 
-def test_views_retry_unknown_is_404(client):
-    assert client.post("/api/tasks/nobody/retry").status_code == 404
+def test_views_retry_needs_the_owner_not_a_token(client):
+    task_id = owned(client, "queued")
+    report_error(task_id, "boom", "It broke.")
+    stranger = csrf_client()
+    for path in [f"/api/tasks/{task_id}/retry", f"/api/tasks/{task_id}/retry?token={watch_token(task_id)}"]:
+        response = stranger.post(path)
+        assert (response.status_code, response.content) == (404, NOT_FOUND_BODY)
+    assert stranger.post("/api/tasks/nobody/retry").content == NOT_FOUND_BODY
+    assert Task.objects.get(pk=task_id).attempt == 1
 
 
 def test_views_retry_without_audio_is_409(client):
-    report_error("job1", "boom", "It broke.")
-    response = client.post("/api/tasks/job1/retry")
+    task_id = owned(client, "queued")
+    report_error(task_id, "boom", "It broke.")
+    response = client.post(f"/api/tasks/{task_id}/retry")
     assert (response.status_code, response.json()["error"]) == (409, "nothing_to_retry")
 
 
 def test_views_retry_of_a_failed_task_runs_a_new_attempt(client, media, tmp_path):
-    target = media / "uploads" / "job1.wav"
+    task_id = owned(client, "queued")
+    target = media / "uploads" / f"{task_id}.wav"
     target.parent.mkdir(parents=True)
-    target.write_bytes(make_speech_wav(tmp_path / "audio").read_bytes())
-    Transcription.objects.create(task_id="job1", audio_path="uploads/job1.wav")
-    report_progress("job1", "queued", 0)
-    report_error("job1", "worker_lost", "Gone.")
-    response = client.post("/api/tasks/job1/retry")
+    target.write_bytes(speech_bytes(tmp_path))
+    Transcription.objects.create(task_id=task_id, audio_path=f"uploads/{task_id}.wav")
+    report_error(task_id, "worker_lost", "Gone.")
+    response = client.post(f"/api/tasks/{task_id}/retry")
     assert response.status_code == 202
     assert response.json()["attempt"] == 2
-    task = wait_done("job1")
+    task = wait_done(task_id)
     assert (task.status, task.attempt) == ("complete", 2)
-    assert client.get("/api/tasks/job1/result").status_code == 200
+    assert client.get(f"/api/tasks/{task_id}/result").status_code == 200
+
+
+def test_views_retries_are_limited(client, media, settings, tmp_path):
+    settings.TRANSCRIPTION_MAX_ATTEMPTS = 2
+    task_id = owned(client, "queued")
+    Transcription.objects.create(task_id=task_id, audio_path=f"uploads/{task_id}.wav")
+    report_error(task_id, "boom", "It broke.")
+    restart_task(task_id)
+    report_error(task_id, "boom", "It broke again.")
+    response = client.post(f"/api/tasks/{task_id}/retry")
+    assert (response.status_code, response.json()["error"]) == (409, "too_many_attempts")
+
+
+def owned(client: Client, stage: str) -> str:
+    """A task owned by ``client``'s session."""
+    client.get("/")
+    return start_task(stage, owner=f"session:{client.session[SESSION_OWNER_KEY]}")
+
+
+def speech_bytes(tmp_path: Path) -> bytes:
+    return make_speech_wav(tmp_path / "audio").read_bytes()
+
+
+def wait_done_or_uploading(task_id: str) -> None:
+    if Task.objects.get(pk=task_id).stage != "uploading":
+        wait_done(task_id)
 
 
 def test_views_upload_malformed_multipart_is_400_json(client, media):
