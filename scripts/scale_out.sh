@@ -7,6 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+SECRET_KEY=${SECRET_KEY:-$(bash scripts/secret_key.sh)}  # one key for every process: tokens and sessions
+export SECRET_KEY
 
 HOST=${HOST:-127.0.0.1}
 SERVERS=${SERVERS:-2}

@@ -121,6 +121,8 @@ class Server:
         self.log_path = log_path
         self.env = dict(env)
         """The server's environment, for ``manage`` calls against the same database and layer."""
+        self.tokens: dict[str, str] = {}
+        """Watch tokens of tasks a test made, by task id."""
 
     def url(self, path: str = "/") -> str:
         """The http:// URL of ``path`` on this server."""

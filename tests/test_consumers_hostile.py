@@ -38,7 +38,8 @@ async def first_output(path: str, headers: list[tuple[bytes, bytes]] | None = No
     connected, _ = await communicator.connect(5)
     assert connected
     try:
-        return await communicator.receive_output(5)
+        output: dict[str, Any] = await communicator.receive_output(5)
+        return output
     finally:
         await communicator.disconnect()
 

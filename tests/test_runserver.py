@@ -14,8 +14,6 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from progress.schemas import (
     HeartbeatMessage,
     ProgressStage,
-    ProtocolErrorCode,
-    ProtocolErrorMessage,
     SnapshotMessage,
     parse_server_message,
 )
@@ -30,13 +28,19 @@ def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[proces
     data_dir = tmp_path_factory.mktemp("embedded")
     env = processes.project_env(data_dir, PROGRESS_HEARTBEAT_INTERVAL="0.5")
     processes.migrate(env)
-    processes.manage(["report_progress", "demo", "transcribing", "25", "--message", "chunk 1"], env)
+    out = processes.manage(
+        ["report_progress", "demo", "transcribing", "25", "--message", "chunk 1", "--token"], env
+    )
+    token = out.split("watch token: ")[1].strip()
     with processes.runserver(env, data_dir / "runserver.log") as server:
+        server.tokens["demo"] = token
         yield server
 
 
 async def test_runserver_snapshot_then_heartbeat(embedded_server: processes.Server):
-    async with embedded_server.connect("/ws/tasks/demo/", ping_interval=None) as ws:
+    async with embedded_server.connect(
+        f"/ws/tasks/demo/?token={embedded_server.tokens['demo']}", ping_interval=None
+    ) as ws:
         snapshot = parse_server_message(await asyncio.wait_for(ws.recv(), 30))
         assert isinstance(snapshot, SnapshotMessage)
         assert (snapshot.seq, snapshot.stage, snapshot.percentage, snapshot.message) == (
@@ -48,11 +52,9 @@ async def test_runserver_snapshot_then_heartbeat(embedded_server: processes.Serv
         assert isinstance(parse_server_message(await asyncio.wait_for(ws.recv(), 30)), HeartbeatMessage)
 
 
-async def test_runserver_unknown_task_closes_4404(embedded_server: processes.Server):
-    async with embedded_server.connect("/ws/tasks/nobody/", ping_interval=None) as ws:
-        reply = parse_server_message(await asyncio.wait_for(ws.recv(), 30))
-        assert isinstance(reply, ProtocolErrorMessage)
-        assert reply.code is ProtocolErrorCode.UNKNOWN_TASK
+@pytest.mark.parametrize("path", ["/ws/tasks/nobody/", "/ws/tasks/demo/?token=forged"])
+async def test_runserver_refused_watch_closes_4404(embedded_server: processes.Server, path: str):
+    async with embedded_server.connect(path, ping_interval=None) as ws:
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 30)
         assert ws.close_code == 4404
@@ -70,7 +72,9 @@ async def test_runserver_bad_path_refused_at_handshake(embedded_server: processe
 async def test_runserver_http_snapshot(embedded_server: processes.Server):
     def fetch() -> dict[str, object]:
         direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via an http_proxy
-        with direct.open(embedded_server.url("/api/tasks/demo/"), timeout=30) as response:
+        with direct.open(
+            embedded_server.url(f"/api/tasks/demo/?token={embedded_server.tokens['demo']}"), timeout=30
+        ) as response:
             result: dict[str, object] = json.load(response)
             return result
 
@@ -85,12 +89,16 @@ def test_runserver_uses_the_embedded_database(embedded_server: processes.Server)
 
 @pytest.mark.parametrize("origin", ["http://127.0.0.1:8000", "http://localhost"])
 async def test_runserver_readme_origins_accepted(embedded_server: processes.Server, origin: str):
-    async with embedded_server.connect("/ws/tasks/demo/", origin=origin) as ws:
+    async with embedded_server.connect(
+        f"/ws/tasks/demo/?token={embedded_server.tokens['demo']}", origin=origin
+    ) as ws:
         assert isinstance(parse_server_message(await asyncio.wait_for(ws.recv(), 30)), SnapshotMessage)
 
 
 async def test_runserver_foreign_origin_refused(embedded_server: processes.Server):
     with pytest.raises(InvalidStatus) as refused:
-        async with embedded_server.connect("/ws/tasks/demo/", origin="http://evil.example"):
+        async with embedded_server.connect(
+            f"/ws/tasks/demo/?token={embedded_server.tokens['demo']}", origin="http://evil.example"
+        ):
             pass
     assert refused.value.response.status_code == 403

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -67,10 +68,11 @@ def test_views_upload_queues_and_the_result_has_the_words(client, media, tmp_pat
     assert files_under(media) == []
 
 
-def reserve(client: Client) -> dict:
+def reserve(client: Client) -> dict[str, Any]:
     response = client.post("/api/tasks/reserve")
     assert response.status_code == 201
-    return response.json()
+    links: dict[str, Any] = response.json()
+    return links
 
 
 def test_views_upload_into_a_reserved_task(client, media, tmp_path):

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from progress.access import watch_token
 from progress.publish import report_error, report_progress, wait_until_sent
 from progress.schemas import ProgressStage
 
@@ -22,6 +23,9 @@ class Command(BaseCommand):
         parser.add_argument("percentage", nargs="?", type=float, default=0)
         parser.add_argument("--message", default=None)
         parser.add_argument("--error", metavar="CODE", help="fail the task with this error code")
+        parser.add_argument(
+            "--token", action="store_true", help="also print a watch token for the task (for ?token=)"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         """Validate, store and fan out; say whether the report changed the task."""
@@ -39,3 +43,5 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         wait_until_sent()
         self.stdout.write("changed" if changed else "ignored (stale, repeated or final)")
+        if options["token"]:
+            self.stdout.write(f"watch token: {watch_token(options['task_id'])}")
