@@ -56,14 +56,15 @@ def run_product(config: dict[str, Any]) -> dict[str, Any]:
     import django
 
     django.setup()
-    from progress import publish, report_progress
+    from progress import publish, report_progress, watch_token
 
     tasks: list[str] = config["tasks"]
     if config.get("init"):
         for task in tasks:
             report_progress(task, "queued", 0)
         publish.wait_until_sent(30)
-        return {"calls": len(tasks)}
+        # Watchers need a token, as any client that is not the task's owner does.
+        return {"calls": len(tasks), "tokens": {task: watch_token(task) for task in tasks}}
     plan = schedule(tasks, config["count"], config["rate"])
     # Warm, as a long-running worker is: the first call opens the database and Redis connections and
     # starts the publisher thread (~70 ms), which would otherwise land in the first update's latency.

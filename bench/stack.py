@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -86,6 +87,8 @@ class Stack:
         self.counter = 0
         self.profiled: set[int] = set()
         self.db_url = f"sqlite:///{workdir / 'bench.sqlite3'}"
+        self.secret_key = secrets.token_urlsafe(40)
+        """One key for every product process of the run, so the tokens a producer mints open sockets."""
 
     def _spawn(self, args: list[str], env: dict[str, str], log: str, **kw: Any) -> subprocess.Popen[bytes]:
         with open(self.workdir / log, "ab") as err:
@@ -106,8 +109,10 @@ class Stack:
             REDIS_LAYER=layer,
             DEBUG="0",  # DEBUG keeps every SQL query in memory
             PROGRESS_MAX_UPDATES_PER_SECOND="0",
+            PROGRESS_MAX_CONNECTIONS_PER_CLIENT="0",  # every watcher comes from one loopback address
             PROGRESS_LOG_LEVEL="WARNING",
         )
+        env.setdefault("SECRET_KEY", self.secret_key)
         env.update(extra)
         return env
 

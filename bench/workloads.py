@@ -63,10 +63,13 @@ def _servers(stack: Stack, kind: str, count: int, heartbeat: float = 3600) -> li
     return [stack.server(kind, heartbeat) for _ in range(1 if is_baseline(kind) else count)]
 
 
-def _init_tasks(stack: Stack, kind: str, tasks: list[str]) -> None:
-    if not is_baseline(kind):
-        layer = kind.split("+")[1]
-        stack.result(stack.produce({"target": "product", "tasks": tasks, "init": True}, stack.env(layer)))
+def _init_tasks(stack: Stack, kind: str, tasks: list[str]) -> dict[str, str]:
+    """Create the tasks (product servers); the query string each task's watchers connect with."""
+    if is_baseline(kind):
+        return dict.fromkeys(tasks, "")
+    layer = kind.split("+")[1]
+    made = stack.result(stack.produce({"target": "product", "tasks": tasks, "init": True}, stack.env(layer)))
+    return {task: f"?token={token}" for task, token in made["tokens"].items()}
 
 
 def stream(
@@ -87,8 +90,8 @@ def stream(
     procs = _servers(stack, kind, servers)
     try:
         ids = [f"{name}-{kind.replace('+', '_')}-{i}" for i in range(tasks)]
-        _init_tasks(stack, kind, ids)
-        urls = [f"{procs[w % len(procs)][1]}/ws/tasks/{t}/" for t in ids for w in range(watchers)]
+        query = _init_tasks(stack, kind, ids)
+        urls = [f"{procs[w % len(procs)][1]}/ws/tasks/{t}/{query[t]}" for t in ids for w in range(watchers)]
         # Measured from when every watcher is in sync: the baselines send nothing on connect.
         loads = [stack.load(chunk, synced=not is_baseline(kind)) for chunk in _split(urls, clients)]
         for load in loads:
@@ -149,8 +152,8 @@ def idle(
     proc = procs[0][0]
     try:
         ids = [f"{name}-{kind.replace('+', '_')}-{i}" for i in range(tasks)]
-        _init_tasks(stack, kind, ids)
-        urls = [f"{procs[0][1]}/ws/tasks/{ids[i % tasks]}/" for i in range(conns)]
+        query = _init_tasks(stack, kind, ids)
+        urls = [f"{procs[0][1]}/ws/tasks/{ids[i % tasks]}/{query[ids[i % tasks]]}" for i in range(conns)]
         # One socket first, so the code every socket uses is loaded before the baseline is read.
         warm = stack.load(urls[:1])
         stack.wait_ready(warm)

@@ -11,7 +11,7 @@ class Task(models.Model):
     """A long job's current state; one row per task, rewritten by each accepted report."""
 
     task_id = models.CharField(primary_key=True, max_length=64)
-    owner = models.CharField(max_length=80, blank=True, default="", db_index=True)
+    owner = models.CharField(max_length=80, blank=True, default="", db_default="", db_index=True)
     """Who may watch it without a token (see progress.access); empty: token holders only."""
     status = models.CharField(
         max_length=16,

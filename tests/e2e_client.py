@@ -20,6 +20,7 @@ from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 from websockets.exceptions import WebSocketException
 from websockets.typing import Origin
 
+from progress import watch_token
 from progress.schemas import ErrorMessage, ProgressMessage, SnapshotMessage, parse_server_message
 from tests.processes import ORIGIN, PYTHON, Server, spawn
 
@@ -29,10 +30,13 @@ class Http:
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
-        )
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
         self.token = ""
+
+    def cookies(self) -> str:
+        """The session's cookies as a Cookie header (the session and CSRF cookies, once it has them)."""
+        return "; ".join(f"{c.name}={c.value}" for c in self.jar)
 
     def call(
         self, method: str, path: str, body: bytes | None = None, headers: Mapping[str, str] | None = None
@@ -98,7 +102,8 @@ class Watcher:
     async def run(self, attempt: int | None = None) -> None:
         """Collect frames until a terminal frame (of ``attempt``, if given) arrives."""
         while True:
-            query = f"?last_seq={self.last_seq}" if self.last_seq else ""
+            query = f"?token={watch_token(self.task_id)}"
+            query += f"&last_seq={self.last_seq}" if self.last_seq else ""
             try:
                 async with websockets.connect(
                     self.server.ws_url(f"/ws/tasks/{self.task_id}/{query}"), origin=Origin(ORIGIN)
@@ -162,15 +167,16 @@ def children(pid: int) -> list[int]:
 
 
 async def slow_upload(
-    server: Server, query: str, name: str, content: bytes, chunks: int, pause: float
+    server: Server, path: str, cookies: str, name: str, content: bytes, chunks: int, pause: float
 ) -> int:
-    """POST a multipart upload in ``chunks`` pieces ``pause`` seconds apart; the response status."""
+    """POST a multipart upload to ``path`` in ``chunks`` pieces ``pause`` seconds apart, with a session's
+    ``cookies`` (its csrftoken too); the response status."""
     body = encode_multipart(BOUNDARY, {"file": SimpleUploadedFile(name, content)})
-    secret = "b2" * 16  # a CSRF secret of our own in both cookie and header, which Django accepts
+    secret = dict(part.split("=", 1) for part in cookies.split("; "))["csrftoken"]
     head = (
-        f"POST /api/tasks/{query} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
         f"Content-Type: {MULTIPART_CONTENT}\r\nContent-Length: {len(body)}\r\n"
-        f"Cookie: csrftoken={secret}\r\nX-CSRFToken: {secret}\r\nConnection: close\r\n\r\n"
+        f"Cookie: {cookies}\r\nX-CSRFToken: {secret}\r\nConnection: close\r\n\r\n"
     )
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     try:

@@ -132,12 +132,15 @@ class Server:
         """The ws:// URL of ``path`` on this server."""
         return f"ws://127.0.0.1:{self.port}{path}"
 
-    def connect(self, path: str, **kwargs: Any) -> Any:
-        """A ``websockets`` client of ``path`` sending the allowed Origin, never through a proxy."""
+    def connect(self, path: str, *, token: bool = True, **kwargs: Any) -> Any:
+        """A ``websockets`` client of ``path`` (with a watch token for its task) sending the allowed
+        Origin, never through a proxy."""
         from websockets.asyncio.client import connect
 
+        from tests.conftest import with_token
+
         options: dict[str, Any] = {"origin": ORIGIN, "proxy": None, "open_timeout": 60, **kwargs}
-        return connect(self.ws_url(path), **options)
+        return connect(self.ws_url(with_token(path) if token else path), **options)
 
     def log(self) -> str:
         """Everything the server printed so far."""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from progress import watch_token
 from progress.schemas import ErrorMessage, ProgressMessage
 from tests.conftest import RedisServer
 from tests.e2e_client import Http, Watcher, celery_worker, children, files_under, slow_upload
@@ -45,7 +46,7 @@ def _env(data_dir: Path, **extra: str) -> dict[str, str]:
         data_dir,
         PROGRESS_STALE_AFTER=str(STALE_AFTER),
         PROGRESS_HEARTBEAT_INTERVAL="1",
-        PROGRESS_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
+        TRANSCRIPTION_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
         **extra,
     )
 
@@ -97,7 +98,7 @@ async def upload(stack: Stack, audio: Path) -> tuple[Http, str]:
     content = await asyncio.to_thread(audio.read_bytes)
     status, body = await asyncio.to_thread(client.upload, audio.name, content)
     assert status == 201, body
-    assert set(body) == {"task_id", "ws_url", "status_url", "result_url"}
+    assert set(body) == {"task_id", "watch_token", "ws_url", "status_url", "result_url", "share_url"}
     return client, body["task_id"]
 
 
@@ -200,7 +201,11 @@ async def test_e2e_scaled_redis_restart_watchers_catch_up(scaled, long_speech):
         print(f"watcher on :{watcher.server.port} reconnected {watcher.reconnects} times")
     for server in scaled.servers:
         assert server.process.poll() is None
-        assert Http(server).call("GET", f"/api/tasks/{task_id}/")[1]["status"] == "complete"
+        stranger = Http(server)  # another session: reads with the watch token
+        assert (
+            stranger.call("GET", f"/api/tasks/{task_id}/?token={watch_token(task_id)}")[1]["status"]
+            == "complete"
+        )
         assert "Exception inside application" not in server.log()  # closed with 4503, no traceback
     assert_complete_transcript(client, task_id, long_speech)
 
@@ -267,7 +272,7 @@ def test_e2e_embedded_bad_uploads_get_4xx_and_leave_nothing(embedded):
 
 async def test_e2e_streaming_server_reports_upload_progress_live(embedded, speech):
     """Under uvicorn the app receives the body as it arrives (daphne buffers it first), so a watcher
-    of a client-chosen task id sees `uploading` rise while the file is still being sent."""
+    of a reserved task sees `uploading` rise while the file is still being sent."""
     port = free_port()
     args = [
         PYTHON,
@@ -281,14 +286,13 @@ async def test_e2e_streaming_server_reports_upload_progress_live(embedded, speec
     ]
     content = await asyncio.to_thread(speech.read_bytes)
     with running(args, embedded.env, port, embedded.log("uvicorn")) as server:
-        sending = asyncio.create_task(slow_upload(server, "?task_id=e2e-up-1", "a.wav", content, 10, 0.4))
         client = Http(server)
-        # The task exists once the request has started; poll for it (another process's database row).
-        while (await asyncio.to_thread(client.call, "GET", "/api/tasks/e2e-up-1/"))[0] == 404:
-            assert not sending.done(), sending.result()
-            await asyncio.sleep(0.05)
-        watchers, tasks = await watch(Stack(embedded.env, embedded.data_dir, [server], None), "e2e-up-1")
-        assert await sending == 201
+        status, links = await asyncio.to_thread(client.call, "POST", "/api/tasks/reserve")
+        assert status == 201, links
+        task_id = links["task_id"]
+        watchers, tasks = await watch(Stack(embedded.env, embedded.data_dir, [server], None), task_id)
+        status = await slow_upload(server, links["upload_url"], client.cookies(), "a.wav", content, 10, 0.4)
+        assert status == 201
         await asyncio.wait_for(asyncio.gather(*tasks), 120)
     uploading = watchers[0].live("uploading")
     assert len(uploading) >= 3

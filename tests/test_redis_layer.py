@@ -120,6 +120,7 @@ def daphne_on_redis(redis_server: RedisServer, tmp_path: Path) -> Iterator[proce
         REDIS_URL=redis_server.url,
         DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
         PROGRESS_HEARTBEAT_INTERVAL="1",
+        PROGRESS_MAX_CONNECTIONS_PER_CLIENT="0",  # hundreds of watchers from one loopback address
     )
     processes.migrate(env)
     processes.manage(["report_progress", "load", "queued", "0"], env)
