@@ -2,8 +2,10 @@
 
 Channels' await_many_dispatch made a task and an asyncio.wait() per message per socket (a fifth of
 a fan-out's CPU); this keeps its order (one message per source at a time, dispatched in turn).
-A source is a long-lived reader task (``read_into``), or a callback that puts messages without one
-(a channel layer's sink, the heartbeat timer).
+A source is the client's reader task (``read_into``: one frame at a time, so a client cannot queue
+more), or a callback that puts messages without one (a channel layer's sink, the heartbeat timer, or
+``_pull`` for a layer that cannot push). What the layer delivers waits here, not in the layer: past
+MAX_QUEUED_BYTES the client is not keeping up, and the socket is dropped (4013) to resume by seq.
 """
 
 from __future__ import annotations
@@ -120,7 +122,6 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.base_send = send
         inbox = self.inbox = Inbox()
-        sources: list[Callable[[], Awaitable[dict[str, Any]]]] = [receive]
         pushed = False
         self.layer_down = None
         if self.channel_layer is not None:
@@ -140,8 +141,9 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 pushed = True
             else:
                 self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
-                sources.append(self.channel_receive)
-        readers = [asyncio.create_task(read_into(source, inbox)) for source in sources]
+        readers = [asyncio.create_task(read_into(receive, inbox))]
+        if self.layer_down is None and self.channel_layer is not None and not pushed:
+            readers.append(asyncio.create_task(self._pull()))
         try:
             while True:
                 if not inbox:
@@ -151,8 +153,7 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 try:
                     if isinstance(message, BaseException):
                         raise message
-                    if pushed:
-                        self.queued_bytes -= _size(message)
+                    self.queued_bytes -= _size(message)
                     await self.dispatch(message)
                 finally:
                     if dispatched is not None:
@@ -162,7 +163,8 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         except asyncio.CancelledError:
             if not self.dropped:
                 raise
-            # Cancelled by _pushed(): the client stopped taking frames (a send waits on it).
+            # Cancelled by _pushed(): the client stopped taking frames (a send waits on it, or they
+            # arrive faster than it takes them).
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             with contextlib.suppress(asyncio.TimeoutError, Exception):
                 await asyncio.wait_for(self.base_send({"type": "websocket.close", "code": 4013}), 0.5)
@@ -180,6 +182,12 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.cleanup()
             if pushed:
                 await self._discard_channel()
+
+    async def _pull(self) -> None:
+        """Read a layer that cannot push as fast as it delivers: its messages wait in the inbox, where
+        MAX_QUEUED_BYTES bounds them, whatever the layer's own capacity."""
+        while not self.dropped:
+            self._pushed(await self.channel_receive())
 
     def _pushed(self, message: dict[str, Any]) -> None:
         """The layer's sink: into the inbox, unless the client has let MAX_QUEUED_BYTES pile up."""

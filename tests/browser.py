@@ -170,6 +170,13 @@ def seq_of(server: Server, task_id: str) -> int:
     return seq
 
 
+def task_page(task_id: str) -> str:
+    """The task page's path with a watch token, as a share link carries it."""
+    from progress import watch_token
+
+    return f"/tasks/{task_id}/?token={watch_token(task_id)}"
+
+
 def new_task_id(name: str) -> str:
     """A task id no other test uses."""
     return f"browser-{name}-{uuid.uuid4().hex[:8]}"

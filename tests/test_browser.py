@@ -26,6 +26,7 @@ from tests.browser import (
     seq_of,
     shown,
     stage_classes,
+    task_page,
 )
 from tests.processes import daphne, free_port
 
@@ -66,7 +67,7 @@ def test_browser_snapshot_marks_earlier_stages_done(stack: Stack, page: Page):
     stack.publisher.progress(task_id, "queued", 0)
     stack.publisher.progress(task_id, "transcribing", 40, "Recognising speech")
 
-    page.goto(stack.server.url(f"/tasks/{task_id}/"))
+    page.goto(stack.server.url(task_page(task_id)))
 
     expect_shows(page, "transcribing", 40)
     expect(page.locator("#message")).to_have_text("Recognising speech")
@@ -86,7 +87,7 @@ def test_browser_snapshot_marks_earlier_stages_done(stack: Stack, page: Page):
 def test_browser_live_progress_through_complete(stack: Stack, page: Page):
     task_id = new_task_id("live")
     stack.publisher.progress(task_id, "queued", 0, "Waiting for a worker")
-    page.goto(stack.server.url(f"/tasks/{task_id}/"))
+    page.goto(stack.server.url(task_page(task_id)))
     expect_shows(page, "queued", 0)
     expect(page.locator("#status")).to_have_text("live")
 
@@ -124,7 +125,7 @@ def test_browser_live_progress_through_complete(stack: Stack, page: Page):
 def test_browser_error_shows_user_message_and_detail(stack: Stack, page: Page):
     task_id = new_task_id("error")
     stack.publisher.progress(task_id, "transcribing", 30)
-    page.goto(stack.server.url(f"/tasks/{task_id}/"))
+    page.goto(stack.server.url(task_page(task_id)))
     expect_shows(page, "transcribing", 30)
     expect(page.locator("#error")).to_be_hidden()
 
@@ -143,7 +144,7 @@ def test_browser_failed_task_snapshot_shows_error(stack: Stack, page: Page):
     stack.publisher.progress(task_id, "aligning", 75)
     stack.publisher.error(task_id, "aligner_crashed", "Alignment failed.", "IndexError: word 12")
 
-    page.goto(stack.server.url(f"/tasks/{task_id}/"))
+    page.goto(stack.server.url(task_page(task_id)))
 
     expect(page.locator("body")).to_have_attribute("data-failed", "aligner_crashed")
     expect(page.locator("#error-user")).to_have_text("Alignment failed.")
@@ -169,7 +170,7 @@ def test_browser_resumes_after_server_restart(stack: Stack, page: Page):
     port = free_port()
     log = stack.data_dir / "daphne-resume.log"
     with daphne(stack.env, log, port=port) as server:
-        page.goto(server.url(f"/tasks/{task_id}/"))
+        page.goto(server.url(task_page(task_id)))
         expect_shows(page, "transcribing", 30)
         expect(page.locator("#status")).to_have_text("live")
         seq_before = seq_of(server, task_id)
@@ -194,12 +195,26 @@ def test_browser_resumes_after_server_restart(stack: Stack, page: Page):
     assert stage_classes(page)["aligning"] == "done"
 
 
-def test_browser_unknown_task_says_so(stack: Stack, page: Page):
-    page.goto(stack.server.url(f"/tasks/{new_task_id('nobody')}/"))
+def test_browser_task_page_refused_without_owner_or_token(stack: Stack, page: Page):
+    task_id = new_task_id("private")
+    stack.publisher.progress(task_id, "queued", 0)
+    for path in [f"/tasks/{task_id}/", f"/tasks/{task_id}/?token=forged", f"/tasks/{new_task_id('nobody')}/"]:
+        response = page.goto(stack.server.url(path))
+        assert response is not None
+        assert response.status == 404
+        expect(page.locator("h1")).to_have_text("No such task")
+    assert shown(page) == []
+
+
+def test_browser_socket_refusal_says_no_such_task(stack: Stack, page: Page):
+    task_id = new_task_id("gone")
+    stack.publisher.progress(task_id, "queued", 0)
+    # Every refusal (a task deleted, a token expired) closes with 4404: the page stops and says so.
+    page.route_web_socket("**/ws/tasks/**", lambda ws: ws.close(code=4404))
+    page.goto(stack.server.url(task_page(task_id)))
 
     expect(page.locator("#status")).to_have_text("no such task")
     assert page.get_attribute("body", "data-stage") is None
-    assert shown(page) == []
 
 
 def test_browser_falls_back_to_polling_when_sockets_drop_after_opening(stack: Stack, page: Page):
@@ -214,7 +229,7 @@ def test_browser_falls_back_to_polling_when_sockets_drop_after_opening(stack: St
         server.on_message(lambda _frame: ws.close(code=1011, reason="dropped by the proxy"))
 
     page.route_web_socket("**/ws/tasks/**", drop_after_open)
-    page.goto(stack.server.url(f"/tasks/{task_id}/"))
+    page.goto(stack.server.url(task_page(task_id)))
 
     # Only the HTTP snapshot can bring the state: the client must back off and poll, not retry forever.
     expect_shows(page, "transcribing", 20)
@@ -235,7 +250,7 @@ def test_browser_polls_one_request_at_a_time(stack: Stack, page: Page):
 
     page.route_web_socket("**/ws/tasks/**", refuse)
     page.route("**/api/tasks/**", lambda route: held.append(route))  # held: not answered yet
-    page.goto(stack.server.url(f"/tasks/{task_id}/"))
+    page.goto(stack.server.url(task_page(task_id)))
     try:
         # Polling starts at the third failure; the fourth closes while that first request is still out.
         for _ in range(WAIT_MS // 100):
@@ -256,7 +271,7 @@ def test_browser_reconnects_when_the_connection_goes_silent(stack: Stack, page: 
     urls: list[str] = []
     page.on("websocket", lambda ws: urls.append(ws.url))
     try:
-        page.goto(proxy.url(f"/tasks/{task_id}/"))
+        page.goto(proxy.url(task_page(task_id)))
         expect_shows(page, "transcribing", 30)
         seq_before = seq_of(stack.server, task_id)
         proxy.swallow_open_connections()
@@ -275,7 +290,7 @@ def test_browser_starts_over_when_the_server_no_longer_knows_its_seq(stack: Stac
         stack.publisher.progress(task_id, stage, percentage)
     proxy = BlackHoleProxy(stack.server.port)
     try:
-        page.goto(proxy.url(f"/tasks/{task_id}/"))
+        page.goto(proxy.url(task_page(task_id)))
         expect_shows(page, "aligning", 70)
         proxy.swallow_open_connections()
         # The database loses the task and it is reported anew: its seq is now below the page's.
@@ -294,8 +309,14 @@ def test_browser_starts_over_when_the_server_no_longer_knows_its_seq(stack: Stac
 
 
 def test_browser_unknown_task_says_so_without_websockets(stack: Stack, page: Page):
+    task_id = new_task_id("deleted")
+    stack.publisher.progress(task_id, "queued", 0)
     page.route_web_socket("**/ws/tasks/**", lambda ws: ws.close(code=1011, reason="no WebSockets here"))
-    page.goto(stack.server.url(f"/tasks/{new_task_id('nobody')}/"))
+    page.goto(stack.server.url(task_page(task_id)))
+    expect_shows(page, "queued", 0)
+    with closing(sqlite3.connect(stack.data_dir / "db.sqlite3", timeout=20)) as db, db:
+        db.execute("DELETE FROM progress_taskevent WHERE task_id = ?", (task_id,))
+        db.execute("DELETE FROM progress_task WHERE task_id = ?", (task_id,))
 
     # The HTTP fallback's 404 means what the socket's 4404 means.
     expect(page.locator("#status")).to_have_text("no such task")

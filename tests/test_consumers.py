@@ -346,7 +346,8 @@ def pubsub_layer(redis_server: RedisServer, settings: Any) -> RedisServer:
 
 
 def _readers() -> int:
-    return sum(getattr(t.get_coro(), "__name__", "") == "read_into" for t in asyncio.all_tasks())
+    names = {"read_into", "_pull"}
+    return sum(getattr(t.get_coro(), "__name__", "") in names for t in asyncio.all_tasks())
 
 
 @pytest.mark.redis

@@ -216,3 +216,39 @@ async def test_hostile_reconnect_after_close_keeps_every_stage():
         got = [await receive(client) for _ in range(2)]
     assert [m.stage for m in got if isinstance(m, ProgressMessage)] == ["transcribing", "aligning"]
     assert time.monotonic() - started < 30
+
+
+async def test_hostile_client_that_stops_reading_is_dropped(settings, caplog):
+    settings.PROGRESS = {"MAX_UPDATES_PER_SECOND": 0, "HEARTBEAT_INTERVAL": 3600, "MAX_QUEUED_BYTES": 3000}
+    task_id = await astart_task("transcribing")
+    incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    sent: list[dict[str, Any]] = []
+    stuck = asyncio.Event()
+
+    async def send(message: dict[str, Any]) -> None:
+        # A server whose socket buffer is full: after the snapshot, send waits for ever.
+        sent.append(message)
+        if message["type"] == "websocket.send":
+            await stuck.wait()
+
+    scope = {
+        "type": "websocket",
+        "path": f"/ws/tasks/{task_id}/",
+        "query_string": f"token={watch_token(task_id)}".encode(),
+        "headers": [ORIGIN],
+        "client": ("10.0.0.9", 5000),
+    }
+    await incoming.put({"type": "websocket.connect"})
+    consumer = asyncio.create_task(application()(scope, incoming.get, send))
+    async with watching(f"/ws/tasks/{task_id}/") as good:
+        await receive(good)
+        for pct in range(1, 60):
+            await areport_progress(task_id, "transcribing", pct, "x" * 200)
+        await asyncio.wait_for(consumer, 10)  # the stuck one ends by itself
+        got = [await receive(good) for _ in range(59)]
+    assert [m.percentage for m in got if isinstance(m, ProgressMessage)] == list(range(1, 60))
+    assert "did not take its frames" in caplog.text
+    assert sent[-1] == {"type": "websocket.close", "code": 4013}  # said, where the socket can take it
+    assert open_sockets.counts == {}
+    layer: Any = get_channel_layer()
+    assert not layer.groups.get(f"task.{task_id}")
