@@ -301,8 +301,8 @@ async def test_e2e_streaming_server_reports_upload_progress_live(embedded, speec
 
 
 async def test_e2e_embedded_undecodable_audio_fails_the_watchers(embedded, tmp_path):
-    broken = tmp_path / "broken.wav"
-    broken.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(2000))  # a WAV header, then nothing usable
+    broken = tmp_path / "broken.flac"
+    broken.write_bytes(b"fLaC" + bytes(2000))  # a FLAC signature, then nothing sox can decode
     client, task_id = await upload(embedded, broken)
     watchers, tasks = await watch(embedded, task_id)
     await asyncio.wait_for(asyncio.gather(*tasks), 60)
