@@ -1,5 +1,6 @@
-"""Limits against hostile clients on real servers (daphne and uvicorn, Redis pub/sub layer), with real
-sockets: a frame flood, too many sockets from one address, and a client that stops reading."""
+"""Hostile clients against real servers (daphne and uvicorn, Redis pub/sub layer), over real HTTP and
+sockets: refusals that reveal nothing, a frame flood, too many sockets from one address, and a client
+that stops reading."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import json
 import os
 import socket
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ from websockets.exceptions import ConnectionClosed
 
 from progress import watch_token
 from progress.schemas import ProgressMessage, SnapshotMessage, parse_server_message
+from progress.views import NOT_FOUND_BODY
 from tests.browser import Publisher
 from tests.conftest import RedisServer
 from tests.processes import PYTHON, Server, free_port, migrate, project_env, running
@@ -154,7 +158,8 @@ async def test_limits_flood_is_closed_4008_and_others_get_everything(served: Ser
         f"{served.kind}: flooder closed 4008 after {closed_after:.2f} s; RSS {before} -> {after} KB; "
         f"the other watcher got 30/30 updates, {summary(latencies)}"
     )
-    assert closed_after < 10
+    # daphne parses what a flooder sends until the client ends the closing handshake (see README).
+    assert closed_after < (5 if served.kind == "uvicorn" else 30)
     assert "sent frames too fast" in served.server.log()
 
 
@@ -273,3 +278,47 @@ async def test_limits_client_that_stops_reading_is_dropped(served: Served):
     )
     assert got == count
     assert took < 30  # the server closed it: reading reached the end
+
+
+def http(served: Served, method: str, path: str, cookies: str = "") -> tuple[int, bytes]:
+    """Status and body of one request, with a CSRF secret of our own (cookie and header) for POSTs."""
+    secret = "c3" * 16
+    headers = {"Cookie": f"csrftoken={secret}; {cookies}", "X-CSRFToken": secret}
+    request = urllib.request.Request(served.server.url(path), method=method, headers=headers)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+async def test_hostile_refusals_over_http_and_sockets_reveal_nothing(served: Served):
+    task_id = new_task(served, "private")
+    detail = 'Traceback (most recent call last):\n  File "/srv/app/jobs.py", line 3\nOSError: /srv/media/a.wav'
+    served.publisher.error(task_id, "boom", "It broke.", detail)
+    other = new_task(served, "other")
+    missing = "x" * 32
+    for suffix in ["/", "/result", "/retry"]:
+        method = "POST" if suffix == "/retry" else "GET"
+        answers = {
+            http(served, method, f"/api/tasks/{tid}{suffix}{query}")
+            for tid, query in [
+                (task_id, ""),
+                (task_id, "?token=forged"),
+                (task_id, f"?token={watch_token(other)}"),
+                (missing, ""),
+                (missing, f"?token={watch_token(missing)}"),
+            ]
+        }
+        assert answers == {(404, NOT_FOUND_BODY)}, suffix
+    # A token reads, but cannot retry.
+    status, body = http(served, "GET", f"/api/tasks/{task_id}/?token={watch_token(task_id)}")
+    assert status == 200
+    assert json.loads(body)["error"]["technical_detail"] is None  # a traceback never leaves the server
+    assert http(served, "POST", f"/api/tasks/{task_id}/retry?token={watch_token(task_id)}")[0] == 404
+    for path in [f"/ws/tasks/{task_id}/", f"/ws/tasks/{task_id}/?token=forged", f"/ws/tasks/{missing}/"]:
+        async with served.server.connect(path, token=False) as ws:
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            assert ws.close_code == 4404
