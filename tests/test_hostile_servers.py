@@ -295,7 +295,9 @@ def http(served: Served, method: str, path: str, cookies: str = "") -> tuple[int
 
 async def test_hostile_refusals_over_http_and_sockets_reveal_nothing(served: Served):
     task_id = new_task(served, "private")
-    detail = 'Traceback (most recent call last):\n  File "/srv/app/jobs.py", line 3\nOSError: /srv/media/a.wav'
+    detail = (
+        'Traceback (most recent call last):\n  File "/srv/app/jobs.py", line 3\nOSError: /srv/media/a.wav'
+    )
     served.publisher.error(task_id, "boom", "It broke.", detail)
     other = new_task(served, "other")
     missing = "x" * 32

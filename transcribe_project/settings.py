@@ -144,6 +144,8 @@ TRANSCRIPTION_UPLOAD_IDLE_TIMEOUT = float(os.environ.get("TRANSCRIPTION_UPLOAD_I
 """Seconds an upload body may send nothing before it is dropped (408 upload_timeout)."""
 TRANSCRIPTION_MAX_ATTEMPTS = int(os.environ.get("TRANSCRIPTION_MAX_ATTEMPTS", 3))
 """Times one task may run: the first attempt and its retries."""
+TRANSCRIPTION_KEEP_FAILED_AUDIO = float(os.environ.get("TRANSCRIPTION_KEEP_FAILED_AUDIO", 24 * 3600))
+"""Seconds a failed task's audio is kept for a retry (less if no retry can use it)."""
 TRANSCRIPTION_WORKERS = int(os.environ.get("TRANSCRIPTION_WORKERS", "2"))
 """Jobs run at once by the in-process pool (embedded default, no REDIS_URL)."""
 TRANSCRIPTION_ENGINE = os.environ.get("TRANSCRIPTION_ENGINE", "transcription.engines.PocketSphinxEngine")

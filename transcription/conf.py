@@ -15,6 +15,7 @@ class Limits:
     max_audio_seconds: float
     upload_idle_timeout: float
     max_attempts: int
+    keep_failed_audio: float
 
 
 def limits() -> Limits:
@@ -24,4 +25,5 @@ def limits() -> Limits:
         max_audio_seconds=float(getattr(settings, "TRANSCRIPTION_MAX_AUDIO_SECONDS", 4 * 3600)),
         upload_idle_timeout=float(getattr(settings, "TRANSCRIPTION_UPLOAD_IDLE_TIMEOUT", 30)),
         max_attempts=int(getattr(settings, "TRANSCRIPTION_MAX_ATTEMPTS", 3)),
+        keep_failed_audio=float(getattr(settings, "TRANSCRIPTION_KEEP_FAILED_AUDIO", 24 * 3600)),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from progress.models import Task
 from progress.recorder import Job, JobFailed, claim
 from progress.schemas import ProgressStage, TaskStatus, utcnow
 
+from . import retention
 from .models import Transcription
 
 log = logging.getLogger("transcription")
@@ -74,6 +76,10 @@ def run(task_id: str, attempt: int) -> bool:
         return False
     with job:
         _transcribe(job)
+    try:
+        retention.forget_unusable_audio()  # this job's audio too, if it failed for good
+    except Exception:
+        log.exception("transcription: could not delete unusable audio")
     return True
 
 
@@ -102,22 +108,36 @@ def _transcribe(job: Job) -> None:
     Transcription.objects.filter(pk=job.task_id).update(audio_path="")
 
 
+SWEEP_INTERVAL = 60.0
+"""Seconds between two looks for audio no retry can use (a reaped task's, one past the keeping time)."""
+
+
 def ensure_recovered() -> None:
-    """Once per server process on the embedded default, pick up work an earlier process left behind."""
+    """Once per server process: pick up work an earlier process left behind (embedded default), and
+    delete audio no retry can use, from then on."""
     global _recovered
-    if _recovered or uses_celery():
+    if _recovered:
         return
     _recovered = True
-    threading.Thread(target=_recover_in_thread, name="transcription-recover", daemon=True).start()
+    threading.Thread(target=_housekeeping, name="transcription-housekeeping", daemon=True).start()
 
 
-def _recover_in_thread() -> None:
-    try:
-        recover(_STARTED)
-    except Exception:
-        log.exception("transcription: could not recover jobs left by an earlier process")
-    finally:
-        connection.close()
+def _housekeeping() -> None:
+    if not uses_celery():
+        try:
+            recover(_STARTED)
+        except Exception:
+            log.exception("transcription: could not recover jobs left by an earlier process")
+        finally:
+            connection.close()
+    while True:
+        try:
+            retention.forget_unusable_audio()
+        except Exception:
+            log.exception("transcription: could not delete unusable audio")
+        finally:
+            connection.close()
+        time.sleep(SWEEP_INTERVAL)
 
 
 def recover(before: datetime) -> list[str]:
