@@ -166,7 +166,7 @@ async def test_limits_flood_is_closed_4008_and_others_get_everything(served: Ser
 async def test_limits_sockets_beyond_the_per_address_limit_are_refused_4029(served: Served):
     task_id = new_task(served, "many")
     path = f"/ws/tasks/{task_id}/"
-    client = {"additional_headers": {"X-Forwarded-For": "203.0.113.7"}}  # through the trusted proxy
+    client: dict[str, Any] = {"additional_headers": {"X-Forwarded-For": "203.0.113.7"}}  # via the proxy
     async with AsyncExitStack() as stack:
         held = [await stack.enter_async_context(served.server.connect(path, **client)) for _ in range(5)]
         for ws in held:
@@ -175,7 +175,7 @@ async def test_limits_sockets_beyond_the_per_address_limit_are_refused_4029(serv
             with pytest.raises(ConnectionClosed):
                 await asyncio.wait_for(extra.recv(), 10)
             assert extra.close_code == 4029
-        other = {"additional_headers": {"X-Forwarded-For": "203.0.113.8"}}
+        other: dict[str, Any] = {"additional_headers": {"X-Forwarded-For": "203.0.113.8"}}
         async with served.server.connect(path, **other) as elsewhere:  # another client is not held up
             assert isinstance(parse_server_message(await elsewhere.recv()), SnapshotMessage)
     await asyncio.sleep(0.5)
