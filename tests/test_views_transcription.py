@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -272,3 +273,50 @@ def test_views_upload_malformed_multipart_is_400_json(client, media):
     response = client.post("/api/tasks/", b"garbage", content_type="multipart/form-data")
     assert (response.status_code, response.json()["error"]) == (400, "bad_multipart")
     assert files_under(media) == []
+
+
+def test_views_two_uploads_racing_into_one_reservation_one_wins(client, media, tmp_path):
+    links = reserve(client)
+    content = speech_bytes(tmp_path)
+    statuses: list[int] = []
+
+    def upload_as_owner() -> None:
+        twin = Client(enforce_csrf_checks=True)
+        twin.cookies = client.cookies  # the same session, from a second connection
+        twin.defaults["HTTP_X_CSRFTOKEN"] = client.defaults["HTTP_X_CSRFTOKEN"]
+        response = twin.post(links["upload_url"], {"file": SimpleUploadedFile("a.wav", content)})
+        statuses.append(response.status_code)
+
+    racers = [threading.Thread(target=upload_as_owner) for _ in range(2)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join()
+    assert sorted(statuses) == [201, 409]
+    wait_done(links["task_id"])
+    assert len(files_under(media / "uploads")) <= 1
+
+
+def test_views_two_new_uploads_at_once_never_share_a_task(client, media, tmp_path):
+    content = speech_bytes(tmp_path)
+    made: list[str] = []
+
+    def upload_new() -> None:
+        made.append(upload(csrf_client(), "a.wav", content).json()["task_id"])
+
+    racers = [threading.Thread(target=upload_new) for _ in range(3)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join()
+    assert len(set(made)) == 3
+    owners = set(Task.objects.filter(pk__in=made).values_list("owner", flat=True))
+    assert len(owners) == 3  # each belongs to the session that uploaded it
+    for task_id in made:
+        wait_done(task_id)
+
+
+def test_views_upload_damaged_wav_is_415_before_any_task(client, media):
+    response = upload(client, "broken.wav", b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(2000))
+    assert (response.status_code, response.json()["error"]) == (415, "not_audio")
+    assert not Task.objects.exists()
