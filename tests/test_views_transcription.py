@@ -320,3 +320,16 @@ def test_views_upload_damaged_wav_is_415_before_any_task(client, media):
     response = upload(client, "broken.wav", b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(2000))
     assert (response.status_code, response.json()["error"]) == (415, "not_audio")
     assert not Task.objects.exists()
+
+
+def test_views_a_logged_in_user_owns_across_sessions(media, tmp_path):
+    from django.contrib.auth.models import User
+
+    user = User.objects.create_user("ada", password="pw-for-tests-only")
+    laptop, phone = csrf_client(), csrf_client()
+    laptop.force_login(user)
+    phone.force_login(user)
+    task_id = reserve(laptop)["task_id"]
+    assert Task.objects.get(pk=task_id).owner == f"user:{user.pk}"
+    assert phone.get(f"/api/tasks/{task_id}/").status_code == 200  # another browser of the same user
+    assert csrf_client().get(f"/api/tasks/{task_id}/").content == NOT_FOUND_BODY

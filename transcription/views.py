@@ -43,6 +43,7 @@ _SUFFIX = re.compile(r"^\.[a-z0-9]{1,8}$")
 
 
 def _error(status: int, code: str, detail: str) -> JsonResponse:
+    log.info("transcription: refused with %s %s: %s", status, code, detail)  # one line per limit hit
     return JsonResponse({"error": code, "detail": detail}, status=status)
 
 
