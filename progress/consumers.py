@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import weakref
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 
 from . import store
 from .access import may_read, owners_of_scope, token_valid
@@ -25,6 +23,7 @@ from .schemas import (
     TaskStatus,
 )
 from .sender import bind_server_loop
+from .seqcheck import newest_seq
 
 log = logging.getLogger("progress")
 
@@ -217,7 +216,7 @@ class TaskProgressConsumer(InboxConsumer):
         await self.send(text_data=HeartbeatMessage().model_dump_json())
         self._schedule_heartbeat()
         # The read is shared and may take a while: its answer comes back through the inbox.
-        _newest_seq(self.task_id).add_done_callback(self._seq_read)
+        newest_seq(self.task_id).add_done_callback(self._seq_read)
 
     def _seq_read(self, read: asyncio.Future[int]) -> None:
         if read.cancelled():
@@ -328,36 +327,3 @@ def _owned_sync(task_id: str, scope: dict[str, Any]) -> bool:
 
 
 _owned = database_sync_to_async(_owned_sync)
-
-
-def _task_seq(task_id: str) -> int:
-    from .models import Task
-
-    return Task.objects.filter(pk=task_id).values_list("seq", flat=True).first() or 0
-
-
-# Per loop: task id -> the read of its newest seq that heartbeats in this process share. With one
-# read per watcher, 10,000 sockets beating every 5 s queued 2,000 reads/s on Django's one
-# thread-sensitive worker and made heartbeats late.
-_seq_reads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Task[int]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _newest_seq(task_id: str) -> asyncio.Task[int]:
-    """The read of the task's newest seq, made at most once per half heartbeat interval per process."""
-    loop = asyncio.get_running_loop()
-    reads = _seq_reads.setdefault(loop, {})
-    read = reads.get(task_id)
-    if read is None:
-        read = reads[task_id] = loop.create_task(database_sync_to_async(_task_seq)(task_id))
-        loop.call_later(get_settings().HEARTBEAT_INTERVAL / 2, reads.pop, task_id, None)
-    return read
-
-
-class RefuseConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
-    """Refuses WebSocket paths that name no task, at the handshake (HTTP 403), without a traceback."""
-
-    async def connect(self) -> None:
-        """Close before accepting, which the server answers with 403."""
-        await self.close()

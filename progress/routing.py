@@ -6,10 +6,20 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlparse
 
+from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.security.websocket import AllowedHostsOriginValidator, WebsocketDenier
 from django.urls import re_path
 
-from .consumers import RefuseConsumer, TaskProgressConsumer
+from .consumers import TaskProgressConsumer
+
+
+class RefuseConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
+    """Refuses WebSocket paths that name no task, at the handshake (HTTP 403), without a traceback."""
+
+    async def connect(self) -> None:
+        """Close before accepting, which the server answers with 403."""
+        await self.close()
+
 
 websocket_urlpatterns = [
     re_path(r"^ws/tasks/(?P<task_id>[A-Za-z0-9_-]{1,64})/?$", TaskProgressConsumer.as_asgi()),
