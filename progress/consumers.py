@@ -13,7 +13,7 @@ from channels.db import database_sync_to_async
 from . import store
 from .access import may_read, owners_of_scope, token_valid
 from .conf import get_settings
-from .inbox import InboxConsumer
+from .inbox import ClientGone, InboxConsumer
 from .limits import FrameBucket, client_address, open_sockets
 from .schemas import (
     HeartbeatMessage,
@@ -186,7 +186,10 @@ class TaskProgressConsumer(InboxConsumer):
             return
         if event["prev_seq"] <= self.last_seq:
             # The frame is encoded already: straight to the server, past Channels' send wrappers.
-            await self.base_send({"type": "websocket.send", "text": event["text"]})
+            try:
+                await self.server_send({"type": "websocket.send", "text": event["text"]})
+            except Exception as exc:  # inline rather than base_send's wrapper: this runs per frame
+                raise ClientGone(repr(exc)) from exc
             self.last_seq = event["seq"]
             if event["final"]:
                 await self._finish(CLOSE_NORMAL)

@@ -98,6 +98,10 @@ async def read_into(source: Callable[[], Awaitable[dict[str, Any]]], inbox: Inbo
         await dispatched
 
 
+class ClientGone(Exception):
+    """The server could not send to the client: it disconnected (its disconnect may still be queued)."""
+
+
 def _size(message: Any) -> int:
     """What a layer message adds to a socket's backlog: its frame's length (task events only)."""
     if isinstance(message, dict) and message.get("type") == "task.event":
@@ -108,6 +112,8 @@ def _size(message: Any) -> int:
 class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     """A JSON WebSocket consumer whose client, channel and timers all feed one inbox, dispatched in turn."""
 
+    server_send: Any
+    """The server's own send, for the hot path; failures raise the server's exception, not ClientGone."""
     inbox: Inbox
     """Every message the consumer dispatches, one at a time: so frames about the task never interleave."""
     layer_down: Exception | None
@@ -120,7 +126,16 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         # asyncio.wait() per message per socket instead: a fifth of the CPU of a fan-out.
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        self.base_send = send
+        self.server_send = send
+
+        async def base_send(message: dict[str, Any]) -> None:
+            # What Channels' send helpers use: a failure of the server's send means the client is gone.
+            try:
+                await send(message)
+            except Exception as exc:
+                raise ClientGone(repr(exc)) from exc
+
+        self.base_send = base_send
         inbox = self.inbox = Inbox()
         pushed = False
         self.layer_down = None
@@ -160,6 +175,8 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                         dispatched.set_result(None)
         except StopConsumer:
             pass
+        except ClientGone as gone:
+            log.info("progress: a client went away while the server sent to it: %s", gone)
         except asyncio.CancelledError:
             if not self.dropped:
                 raise
@@ -167,13 +184,13 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             # arrive faster than it takes them).
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             with contextlib.suppress(asyncio.TimeoutError, Exception):
-                await asyncio.wait_for(self.base_send({"type": "websocket.close", "code": 4013}), 0.5)
+                await asyncio.wait_for(send({"type": "websocket.close", "code": 4013}), 0.5)
         except Exception:
             # A bug, not bad input (that is answered in receive()): one log line, 1011, and the
             # cleanup below still runs, so no dead channel stays in a group.
             log.exception("progress: a consumer failed")
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.base_send({"type": "websocket.close", "code": 1011}), 0.5)
+                await asyncio.wait_for(send({"type": "websocket.close", "code": 1011}), 0.5)
         finally:
             self.loop_ended()
             for reader in readers:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from progress import watch_token
 from progress.schemas import ProgressStage
 from tests.conftest import RedisServer
 from tests.processes import PYTHON, ROOT, Server, daphne, migrate, project_env, stop
@@ -165,15 +166,15 @@ def running_stack(data_dir: Path) -> Iterator[Stack]:
 
 def seq_of(server: Server, task_id: str) -> int:
     """The task's seq, from the server's HTTP snapshot."""
-    with urllib.request.urlopen(server.url(f"/api/tasks/{task_id}/")) as response:
+    with urllib.request.urlopen(
+        server.url(f"/api/tasks/{task_id}/?token={watch_token(task_id)}")
+    ) as response:
         seq: int = json.load(response)["seq"]
     return seq
 
 
 def task_page(task_id: str) -> str:
     """The task page's path with a watch token, as a share link carries it."""
-    from progress import watch_token
-
     return f"/tasks/{task_id}/?token={watch_token(task_id)}"
 
 

@@ -252,3 +252,28 @@ async def test_hostile_client_that_stops_reading_is_dropped(settings, caplog):
     assert open_sockets.counts == {}
     layer: Any = get_channel_layer()
     assert not layer.groups.get(f"task.{task_id}")
+
+
+async def test_hostile_client_gone_mid_send_ends_quietly(caplog):
+    task_id = await astart_task("transcribing")
+    incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "websocket.send" and '"progress"' in message["text"]:
+            raise OSError("the peer went away")  # what a server raises for a socket closed under it
+
+    scope = {
+        "type": "websocket",
+        "path": f"/ws/tasks/{task_id}/",
+        "query_string": f"token={watch_token(task_id)}".encode(),
+        "headers": [ORIGIN],
+        "client": ("10.0.0.9", 5000),
+    }
+    await incoming.put({"type": "websocket.connect"})
+    consumer = asyncio.create_task(application()(scope, incoming.get, send))
+    await asyncio.sleep(0.2)
+    await areport_progress(task_id, "transcribing", 5)
+    await asyncio.wait_for(consumer, 10)  # ends by itself, without raising
+    assert "went away while the server sent" in caplog.text
+    assert "a consumer failed" not in caplog.text
+    assert open_sockets.counts == {}
