@@ -186,7 +186,7 @@ def test_browser_resumes_after_server_restart(stack: Stack, page: Page):
         expect(page.locator("#message")).to_have_text("Finding speakers")
         expect(page.locator("#status")).to_have_text("live")
 
-    resumed = [ws.url for ws in sockets if ws.url.endswith(f"?last_seq={seq_before}")]
+    resumed = [ws.url for ws in sockets if f"?last_seq={seq_before}&token=" in ws.url]
     assert resumed
     caught_up = [json.loads(frame) for url in resumed for frame in received[url]]
     stages = [frame["stage"] for frame in caught_up if frame["type"] == "progress"]
@@ -280,7 +280,7 @@ def test_browser_reconnects_when_the_connection_goes_silent(stack: Stack, page: 
 
         # No heartbeat gets through: the client must give up on the socket and resume on a new one.
         expect_shows(page, "aligning", 60)
-        assert any(url.endswith(f"?last_seq={seq_before}") for url in urls)
+        assert any(f"?last_seq={seq_before}&token=" in url for url in urls)
     finally:
         proxy.close()
 
