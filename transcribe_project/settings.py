@@ -35,6 +35,7 @@ ALLOWED_HOSTS = [
 ]
 
 INSTALLED_APPS = [
+    "transcription",  # first: its runserver (daphne's, with prompt pings) wins over daphne's and Django's
     "daphne",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -42,7 +43,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "progress",
-    "transcription",
 ]
 
 MIDDLEWARE = [
