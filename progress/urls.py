@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from django.urls import re_path
 
-from . import views
+from . import health, views
 
 app_name = "progress"
 
 urlpatterns = [
     re_path(r"^api/tasks/(?P<task_id>[^/]+)/?$", views.task_status, name="task-status"),
     re_path(r"^tasks/(?P<task_id>[^/]+)/?$", views.task_page, name="task-page"),
+    re_path(r"^healthz/?$", health.healthz, name="healthz"),
+    re_path(r"^readyz/?$", health.readyz, name="readyz"),
 ]

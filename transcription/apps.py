@@ -10,3 +10,12 @@ class TranscriptionConfig(AppConfig):
 
     name = "transcription"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        """Add the job broker to /readyz when jobs go to Celery."""
+        from progress.health import register_check
+
+        from .jobs import broker_reachable, uses_celery
+
+        if uses_celery():
+            register_check("broker", broker_reachable)

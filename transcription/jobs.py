@@ -35,6 +35,19 @@ def uses_celery() -> bool:
     return bool(getattr(settings, "REDIS_URL", ""))
 
 
+async def broker_reachable() -> None:
+    """Raise unless the Celery broker answers (a /readyz check)."""
+    from asgiref.sync import sync_to_async
+
+    from .tasks import transcribe
+
+    def connect() -> None:
+        with transcribe.app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=1)
+
+    await sync_to_async(connect, thread_sensitive=False)()
+
+
 def enqueue(task_id: str, attempt: int) -> None:
     """Hand attempt ``attempt`` of a queued task to whatever runs jobs here; raises if it cannot."""
     if uses_celery():
