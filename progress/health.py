@@ -31,7 +31,6 @@ class _Result:
     at: float
     ok: bool
     seconds: float
-    error: str | None
 
 
 _checks: dict[str, Check] = {}
@@ -72,10 +71,10 @@ async def _run(name: str, check: Check) -> _Result:
     started = time.perf_counter()
     try:
         await asyncio.wait_for(check(), TIMEOUT_SECONDS)
-        result = _Result(now, True, time.perf_counter() - started, None)
+        result = _Result(now, True, time.perf_counter() - started)
     except Exception as exc:
         log.warning("progress: readiness check %s failed: %r", name, exc)
-        result = _Result(now, False, time.perf_counter() - started, f"{type(exc).__name__}: {exc}"[:200])
+        result = _Result(now, False, time.perf_counter() - started)
     _results[name] = result
     return result
 
