@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -73,18 +74,22 @@ class TaskProgressConsumer(InboxConsumer):
         self.frames = FrameBucket(asyncio.get_running_loop().time())
         self.client = client_address(self.scope)
         if not open_sockets.acquire(self.client):
-            self._limited("holds too many sockets")
+            self._limited("holds too many sockets", CLOSE_TOO_MANY_SOCKETS)
             await self.accept()
             await self._finish(CLOSE_TOO_MANY_SOCKETS)
             return
         self.counted = True
         if not await self._may_watch():
+            message = "progress: refused a watcher of %s from %s"
+            log.info(message, self.task_id, self.client, extra=self._extra(code=CLOSE_NOT_FOUND))
             await self.accept()
             await self._finish(CLOSE_NOT_FOUND)
             return
         if self.layer_down is not None:  # the socket has no channel: nothing to join or leave
             await self._layer_unavailable(self.layer_down)
             return
+        self.connected_at = time.monotonic()
+        log.info("progress: watcher of %s connected from %s", self.task_id, self.client, extra=self._extra())
         self.group = store.group_name(self.task_id)
         # Joining before reading the state means nothing published in between is lost;
         # what arrives twice is dropped by seq in task_event().
@@ -246,7 +251,7 @@ class TaskProgressConsumer(InboxConsumer):
         if self.finished:
             return  # closing: what the client still sends is not answered
         if not self.frames.take(asyncio.get_running_loop().time()):
-            self._limited("sent frames too fast")
+            self._limited("sent frames too fast", CLOSE_POLICY)
             await self._send_error(ProtocolErrorCode.TOO_MANY_FRAMES, "frames arrive faster than allowed")
             await self._finish(CLOSE_POLICY)
             return
@@ -292,27 +297,45 @@ class TaskProgressConsumer(InboxConsumer):
         await self._send_error(code, detail)
         self.protocol_errors += 1
         if self.protocol_errors >= get_settings().MAX_PROTOCOL_ERRORS:
-            self._limited("sent too many bad frames")
+            self._limited("sent too many bad frames", CLOSE_POLICY)
             await self._send_error(ProtocolErrorCode.TOO_MANY_ERRORS, "closing after repeated bad frames")
             await self._finish(CLOSE_POLICY)
 
     def too_slow(self) -> None:
         """More than MAX_QUEUED_BYTES wait for this socket: it is dropped, and may resume by seq."""
-        self._limited(f"did not take its frames (over {get_settings().MAX_QUEUED_BYTES} bytes queued)")
+        self._limited(
+            f"did not take its frames (over {get_settings().MAX_QUEUED_BYTES} bytes queued)", CLOSE_TOO_SLOW
+        )
 
-    def _limited(self, what: str) -> None:
-        log.warning("progress: client %s %s; closed a watcher of %s", self.client, what, self.task_id)
+    def _extra(self, **more: Any) -> dict[str, Any]:
+        """Fields of this socket's log lines (fields of their own with LOG_FORMAT=json)."""
+        return {"task_id": self.task_id, "client": self.client, **more}
+
+    def _limited(self, what: str, code: int) -> None:
+        message = "progress: client %s %s; closed a watcher of %s"
+        log.warning(message, self.client, what, self.task_id, extra=self._extra(code=code))
 
     async def _finish(self, code: int) -> None:
         """Stop sending and close the socket; the group is left on disconnect."""
         if self.finished:
             return
         self.finished = True
+        self.close_code = code
         self._stop_heartbeat()
         await self.close(code)
 
+    async def disconnect(self, code: int) -> None:
+        """The client closed (or the connection dropped): remember its code for the close line."""
+        if getattr(self, "close_code", None) is None:
+            self.close_code = code
+
     async def cleanup(self) -> None:
         """The socket is gone, however its loop ended: leave the group, free the address's slot."""
+        if getattr(self, "connected_at", None) is not None:
+            duration = round(time.monotonic() - self.connected_at, 3)
+            code = getattr(self, "close_code", None)
+            message = "progress: watcher of %s closed (%s) after %.1f s"
+            log.info(message, self.task_id, code, duration, extra=self._extra(code=code, duration_s=duration))
         self._stop_heartbeat()
         if getattr(self, "counted", False):
             self.counted = False

@@ -172,13 +172,26 @@ USE_I18N = False
 USE_TZ = True
 STATIC_URL = "static/"
 
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain")
+"""plain (readable, for runserver) or json (one object per line, for a log pipeline)."""
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r} must be 'plain' or 'json'")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "progress.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "loggers": {
         "progress": {"handlers": ["console"], "level": os.environ.get("PROGRESS_LOG_LEVEL", "INFO")},
         "transcription": {"handlers": ["console"], "level": os.environ.get("PROGRESS_LOG_LEVEL", "INFO")},
+        # uvicorn's own lines too, so that with LOG_FORMAT=json every line of a server's output is JSON.
+        **{
+            name: {"handlers": ["console"], "level": "INFO", "propagate": False}
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+            if LOG_FORMAT == "json"
+        },
     },
 }
