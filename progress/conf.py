@@ -33,6 +33,8 @@ class ProgressSettings:
     """Bytes of frames waiting for one socket that does not keep up before it is closed (4013)."""
     WATCH_TOKEN_MAX_AGE: int = 7 * 24 * 3600
     """Seconds a watch token (a share link) stays valid."""
+    SHUTDOWN_TIMEOUT: float = 10.0
+    """Seconds a server process told to stop (SIGTERM) spends closing its sockets before it exits."""
     EXPOSE_TECHNICAL_DETAIL: bool = False
     """Send errors' technical detail to watchers even with DEBUG off (it may name paths and settings)."""
     STALE_AFTER: float = 60.0

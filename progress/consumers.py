@@ -11,7 +11,7 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 
-from . import store
+from . import shutdown, store
 from .access import may_read, owners_of_scope, token_valid
 from .conf import get_settings
 from .inbox import ClientGone, InboxConsumer
@@ -88,6 +88,11 @@ class TaskProgressConsumer(InboxConsumer):
         if self.layer_down is not None:  # the socket has no channel: nothing to join or leave
             await self._layer_unavailable(self.layer_down)
             return
+        if shutdown.draining():  # this process is stopping: go to another at once
+            await self.accept()
+            await self.server_restart({})
+            return
+        shutdown.track(self)
         self.connected_at = time.monotonic()
         log.info("progress: watcher of %s connected from %s", self.task_id, self.client, extra=self._extra())
         self.group = store.group_name(self.task_id)
@@ -323,6 +328,26 @@ class TaskProgressConsumer(InboxConsumer):
         self.close_code = code
         self._stop_heartbeat()
         await self.close(code)
+
+    async def restart(self) -> None:
+        """The process is stopping: close with the restart code, and wait until the socket is gone
+        (the client answered the close), so the close frame is not lost with the process."""
+        self.inbox.put({"type": "server.restart"})
+        if self.loop_task is not None:
+            await asyncio.wait([self.loop_task])
+
+    async def server_restart(self, message: dict[str, Any]) -> None:
+        """In turn with the rest of the socket's messages, so no frame is cut."""
+        if self.finished:
+            return
+        self.finished = True
+        self.close_code = code = shutdown.restart_code()
+        self._stop_heartbeat()
+        try:
+            await self.server_send({"type": "websocket.close", "code": code})
+        except Exception:  # daphne's autobahn refuses 1012: its private twin says the same
+            self.close_code = code = shutdown.PRIVATE_RESTART
+            await self.server_send({"type": "websocket.close", "code": code})
 
     async def disconnect(self, code: int) -> None:
         """The client closed (or the connection dropped): remember its code for the close line."""

@@ -24,6 +24,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from progress.reaper import ensure_started as ensure_reaper  # noqa: E402
 from progress.routing import websocket_application  # noqa: E402
 from progress.sender import bind_server_loop  # noqa: E402
+from progress.shutdown import install as close_sockets_on_sigterm  # noqa: E402
 from transcription.jobs import ensure_recovered  # noqa: E402
 from transcription.upload import UploadGuard  # noqa: E402
 
@@ -43,6 +44,7 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     bind_server_loop()
     ensure_reaper()  # every server process fails dead jobs; no scheduler process is needed
     ensure_recovered()  # embedded default: re-queue what an earlier server process left queued
+    close_sockets_on_sigterm()  # a restart tells watchers 1012 (4012 under daphne), not 1006
     if scope["type"] == "lifespan":
         while True:
             message = await receive()

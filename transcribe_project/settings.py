@@ -185,8 +185,17 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "loggers": {
-        "progress": {"handlers": ["console"], "level": os.environ.get("PROGRESS_LOG_LEVEL", "INFO")},
-        "transcription": {"handlers": ["console"], "level": os.environ.get("PROGRESS_LOG_LEVEL", "INFO")},
+        # Not propagated: a server that logs through the root logger (daphne) would print each line twice.
+        "progress": {
+            "handlers": ["console"],
+            "level": os.environ.get("PROGRESS_LOG_LEVEL", "INFO"),
+            "propagate": False,
+        },
+        "transcription": {
+            "handlers": ["console"],
+            "level": os.environ.get("PROGRESS_LOG_LEVEL", "INFO"),
+            "propagate": False,
+        },
         # uvicorn's own lines too, so that with LOG_FORMAT=json every line of a server's output is JSON.
         **{
             name: {"handlers": ["console"], "level": "INFO", "propagate": False}

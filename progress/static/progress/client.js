@@ -78,6 +78,13 @@
     this.socket = null;
     if (code === 4404) { this.unknownTask(); return; }
     if (this.finished) { this.emit("status", "ended"); return; }
+    if (code === 1012 || code === 4012) {
+      // The server is restarting (a deploy): another process takes the socket now; jitter spreads
+      // the reconnects of every watcher it had. Not a failure: the backoff does not grow.
+      this.emit("status", "reconnecting");
+      this.timers.reconnect = setTimeout(function () { self.connect(); }, Math.random() * 1000);
+      return;
+    }
     this.failures += 1;
     this.emit("status", "reconnecting");
     if (this.failures >= 3) this.poll();
