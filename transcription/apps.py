@@ -12,10 +12,13 @@ class TranscriptionConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        """Add the job broker to /readyz when jobs go to Celery."""
+        """Queue the attempts operators start from the admin; add the broker to /readyz with Celery."""
         from progress.health import register_check
+        from progress.signals import task_restarted
 
-        from .jobs import broker_reachable, uses_celery
+        from .jobs import broker_reachable, queue_operator_retry, uses_celery
+
+        task_restarted.connect(queue_operator_retry, dispatch_uid="transcription-retry")
 
         if uses_celery():
             register_check("broker", broker_reachable)

@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
@@ -46,6 +47,20 @@ async def broker_reachable() -> None:
             connection.ensure_connection(max_retries=1, timeout=1)
 
     await sync_to_async(connect, thread_sensitive=False)()
+
+
+def queue_operator_retry(sender: Any, task_id: str, attempt: int, **kwargs: Any) -> None:
+    """An operator retried a failed task in the admin: queue the attempt, or fail it if it cannot run."""
+    if not Transcription.objects.filter(pk=task_id).exclude(audio_path="").exists():
+        report_error(
+            task_id, "nothing_to_retry", "The audio is gone; please upload it again.", attempt=attempt
+        )
+        return
+    try:
+        enqueue(task_id, attempt)
+    except Exception as exc:
+        log.exception("transcription: could not enqueue task %s", task_id)
+        report_error(task_id, "enqueue_failed", "The job could not be queued; please retry.", repr(exc))
 
 
 def enqueue(task_id: str, attempt: int) -> None:

@@ -1,0 +1,67 @@
+"""The Django admin for tasks: status at a glance, each task's event history, and retry for operators."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.timesince import timesince
+
+from .models import Task, TaskEvent
+from .publish import restart_task
+from .schemas import TaskStatus
+from .signals import task_restarted
+
+
+class TaskEventInline(admin.TabularInline):  # type: ignore[type-arg]  # not subscriptable at run time
+    """Every stage change, retry and terminal frame of the task, in seq order."""
+
+    model = TaskEvent
+    fields = ("seq", "attempt", "stage", "created_at", "payload")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ("seq",)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Events are written by reports only."""
+        return False
+
+
+@admin.register(Task)
+class TaskAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # not subscriptable at run time
+    """Tasks are read here, never edited (reports change them); failed ones can be retried."""
+
+    list_display = ("task_id", "status", "stage", "percentage", "attempt", "age", "error_code", "updated_at")
+    list_filter = ("status", "stage")
+    search_fields = ("task_id", "owner", "error_code")
+    ordering = ("-updated_at",)
+    inlines = [TaskEventInline]
+    actions = ["retry"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        """Every field: a task changes through reports, so its seq order holds."""
+        return [field.name for field in Task._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Tasks are created by jobs and uploads."""
+        return False
+
+    @admin.display(description="age", ordering="created_at")
+    def age(self, task: Task) -> str:
+        """How long ago the task was created."""
+        return timesince(task.created_at)
+
+    @admin.action(description="Retry the selected failed tasks")
+    def retry(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
+        """Start a new attempt of each failed task; the app that runs its jobs queues it."""
+        retried = 0
+        for task_id in queryset.filter(status=TaskStatus.FAILED.value).values_list("task_id", flat=True):
+            attempt = restart_task(task_id, "retried by an operator")
+            if attempt is not None:
+                task_restarted.send(sender=Task, task_id=task_id, attempt=attempt)
+                retried += 1
+        skipped = queryset.count() - retried
+        self.message_user(request, f"Retried {retried} task(s); {skipped} were not failed.", messages.INFO)
