@@ -11,7 +11,7 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 
-from . import shutdown, store
+from . import metrics, shutdown, store
 from .access import may_read, owners_of_scope, token_valid
 from .conf import get_settings
 from .inbox import ClientGone, InboxConsumer
@@ -62,6 +62,7 @@ class TaskProgressConsumer(InboxConsumer):
 
     async def layer_failed(self, message: dict[str, Any]) -> None:
         """Live delivery is broken: close with 4503, and the client resumes with ?last_seq."""
+        metrics.LAYER_ERRORS.inc()
         await self._finish(CLOSE_LAYER_DOWN)
 
     async def connect(self) -> None:
@@ -94,6 +95,7 @@ class TaskProgressConsumer(InboxConsumer):
             return
         shutdown.track(self)
         self.connected_at = time.monotonic()
+        metrics.CONNECTIONS.inc()
         log.info("progress: watcher of %s connected from %s", self.task_id, self.client, extra=self._extra())
         self.group = store.group_name(self.task_id)
         # Joining before reading the state means nothing published in between is lost;
@@ -120,6 +122,7 @@ class TaskProgressConsumer(InboxConsumer):
             self._schedule_heartbeat()
 
     async def _layer_unavailable(self, exc: Exception) -> None:
+        metrics.LAYER_ERRORS.inc()
         log.warning("progress: channel layer unavailable, watcher of %s sent away: %r", self.task_id, exc)
         await self.accept()
         await self._finish(CLOSE_LAYER_DOWN)
@@ -200,6 +203,7 @@ class TaskProgressConsumer(InboxConsumer):
                 await self.server_send({"type": "websocket.send", "text": event["text"]})
             except Exception as exc:  # inline rather than base_send's wrapper: this runs per frame
                 raise ClientGone(repr(exc)) from exc
+            metrics.frame_sent(event.get("at"))
             self.last_seq = event["seq"]
             if event["final"]:
                 await self._finish(CLOSE_NORMAL)
@@ -361,6 +365,9 @@ class TaskProgressConsumer(InboxConsumer):
             code = getattr(self, "close_code", None)
             message = "progress: watcher of %s closed (%s) after %.1f s"
             log.info(message, self.task_id, code, duration, extra=self._extra(code=code, duration_s=duration))
+            metrics.CONNECTIONS.dec()
+        if getattr(self, "close_code", None) is not None or getattr(self, "connected_at", None) is not None:
+            metrics.CLOSES.labels(str(getattr(self, "close_code", None))).inc()
         self._stop_heartbeat()
         if getattr(self, "counted", False):
             self.counted = False

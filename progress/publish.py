@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Callable
 from numbers import Real
 
 from asgiref.sync import sync_to_async
 from pydantic import ValidationError
 
-from . import store
+from . import metrics, store
 from .conf import get_settings
 from .schemas import ErrorMessage, ProgressMessage, ProgressStage
 from .sender import bind_server_loop, db_call, deliver, loop_for_sync_caller, wait_until_sent
@@ -77,37 +78,47 @@ def _forbid_running_loop(name: str) -> None:
 
 
 def _publish_sync(task_id: str, write: Callable[[], Outcome]) -> Outcome | None:
+    started = time.perf_counter()
     try:
         outcome = write()
     except Exception:
         log.exception("progress: could not store a report for task %s", task_id)
+        metrics.REPORTS.labels("failed").inc()
         return None
     if outcome.send is not None or outcome.flush_at is not None:
         try:
             deliver(outcome, loop_for_sync_caller(), task_id)
         except Exception:
             log.exception("progress: could not fan out a report for task %s", task_id)
-    _log_ignored(task_id, outcome)
+    _counted(task_id, outcome, started)
     return outcome
 
 
 async def _publish_async(task_id: str, write: Callable[[], Outcome]) -> Outcome | None:
+    started = time.perf_counter()
     try:
         outcome: Outcome = await sync_to_async(db_call, thread_sensitive=False)(write)
     except Exception:
         log.exception("progress: could not store a report for task %s", task_id)
+        metrics.REPORTS.labels("failed").inc()
         return None
     try:
         deliver(outcome, asyncio.get_running_loop(), task_id)
     except Exception:
         log.exception("progress: could not fan out a report for task %s", task_id)
-    _log_ignored(task_id, outcome)
+    _counted(task_id, outcome, started)
     return outcome
 
 
-def _log_ignored(task_id: str, outcome: Outcome) -> None:
+_OUTCOMES = {"broadcast": "accepted", "coalesce": "coalesced"}
+"""Verdicts as progress_reports_total names them (the rest by their own name: stale, repeat, final)."""
+
+
+def _counted(task_id: str, outcome: Outcome, started: float) -> None:
     from .state import Verdict
 
+    metrics.REPORT_SECONDS.observe(time.perf_counter() - started)
+    metrics.REPORTS.labels(_OUTCOMES.get(outcome.verdict.value, outcome.verdict.value)).inc()
     if outcome.verdict is Verdict.STALE or outcome.verdict is Verdict.FINAL:
         log.info("progress: ignored a %s report for task %s", outcome.verdict.value, task_id)
 

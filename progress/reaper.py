@@ -18,7 +18,7 @@ import weakref
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections, connection
 
-from . import store
+from . import metrics, store
 from .conf import get_settings
 from .publish import areport_error, report_error
 
@@ -53,6 +53,7 @@ def reap(stale_after: float | None = None) -> list[str]:
     for task_id, attempt in _stale(after):
         if report_error(task_id, WORKER_LOST, USER_MESSAGE, _detail(attempt, after), attempt=attempt):
             log.warning("progress: task %s attempt %s failed: no heartbeat for %gs", task_id, attempt, after)
+            metrics.REAPED.inc()
             failed.append(task_id)
     return failed
 
@@ -64,6 +65,7 @@ async def areap(stale_after: float | None = None) -> list[str]:
     for task_id, attempt in await sync_to_async(_stale, thread_sensitive=False)(after):
         if await areport_error(task_id, WORKER_LOST, USER_MESSAGE, _detail(attempt, after), attempt=attempt):
             log.warning("progress: task %s attempt %s failed: no heartbeat for %gs", task_id, attempt, after)
+            metrics.REAPED.inc()
             failed.append(task_id)
     return failed
 

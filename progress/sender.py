@@ -19,7 +19,7 @@ from typing import Any
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
-from . import store
+from . import metrics, store
 from .conf import get_settings
 from .store import GroupMessage, Outcome
 
@@ -139,6 +139,7 @@ class _Sender:
             self.unsent += 1
         except asyncio.QueueFull:
             self.dropped += 1
+            metrics.SENDER_DROPPED.inc()
             log.error("progress: publish queue full, dropped seq %s (watchers recover)", message["seq"])
 
     def schedule_flush(self, task_id: str, at: float) -> None:
@@ -184,6 +185,7 @@ class _Sender:
                 await _group_send_all(batch)
             except Exception as exc:
                 # Watchers catch up from the durable state when the next message or heartbeat shows the gap.
+                metrics.LAYER_ERRORS.inc()
                 if not failing:
                     log.error("progress: channel layer unavailable, fan-out paused: %r", exc)
                 failing = True
@@ -193,6 +195,7 @@ class _Sender:
                 failing = False
             finally:
                 self.unsent -= len(batch)
+                metrics.SENDER_QUEUE.set(self.queue.qsize())
             me = asyncio.current_task()
             if me is not None and me.cancelling():
                 # Cancelled (the loop is closing) while a layer swallowed the CancelledError (seen

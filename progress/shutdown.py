@@ -89,6 +89,9 @@ async def _drain_then(previous: Any, signum: int, frame: FrameType | None) -> No
 
 def _hand_over(previous: Any, signum: int, frame: FrameType | None) -> None:
     """The server's own SIGTERM handling: it stops accepting and exits."""
+    from .metrics import process_exiting
+
+    process_exiting()
     if callable(previous):
         previous(signum, frame)
     else:

@@ -40,6 +40,8 @@ class GroupMessage(TypedDict):
     prev_seq: int
     final: bool
     text: str
+    at: float
+    """Epoch seconds of the hand-off, for the server's fan-out lag metric."""
 
 
 @dataclass(frozen=True)
@@ -212,7 +214,13 @@ def _fan_out(task: Task, text: str, now_ts: float, *, final: bool = False) -> Gr
     task.broadcast_seq = task.seq
     task.broadcast_at = now_ts
     return GroupMessage(
-        type="task.event", task_id=task.task_id, seq=task.seq, prev_seq=prev, final=final, text=text
+        type="task.event",
+        task_id=task.task_id,
+        seq=task.seq,
+        prev_seq=prev,
+        final=final,
+        text=text,
+        at=now_ts,
     )
 
 

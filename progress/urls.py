@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import re_path
 
-from . import health, views
+from . import health, metrics, views
 
 app_name = "progress"
 
@@ -13,4 +13,5 @@ urlpatterns = [
     re_path(r"^tasks/(?P<task_id>[^/]+)/?$", views.task_page, name="task-page"),
     re_path(r"^healthz/?$", health.healthz, name="healthz"),
     re_path(r"^readyz/?$", health.readyz, name="readyz"),
+    re_path(r"^metrics/?$", metrics.metrics_view, name="metrics"),
 ]

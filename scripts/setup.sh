@@ -29,6 +29,6 @@ if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
   echo "setup: installing requirements"
   .venv/bin/pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/pip install -q -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -c "import django, channels, daphne, channels_redis, pydantic, celery, pocketsphinx" 
+  .venv/bin/python -c "import django, channels, daphne, channels_redis, pydantic, celery, pocketsphinx, prometheus_client" 
   echo "$want" > "$stamp"
 fi

@@ -93,13 +93,17 @@ class Publisher:
             )
         self.log_path = log_path
 
-    def progress(self, task_id: str, stage: str, percentage: int, message: str | None = None) -> None:
-        """report_progress, stored and sent before this returns."""
-        self._call(op="progress", task_id=task_id, stage=stage, percentage=percentage, message=message)
+    def progress(
+        self, task_id: str, stage: str, percentage: int, message: str | None = None, *, changed: bool = True
+    ) -> None:
+        """report_progress, stored and sent before this returns; ``changed``: what it must answer."""
+        call = {"task_id": task_id, "stage": stage, "percentage": percentage, "message": message}
+        self._call(changed, op="progress", **call)
 
     def error(self, task_id: str, error_code: str, user_message: str, technical_detail: str) -> None:
         """report_error, stored and sent before this returns."""
         self._call(
+            True,
             op="error",
             task_id=task_id,
             error_code=error_code,
@@ -107,7 +111,7 @@ class Publisher:
             technical_detail=technical_detail,
         )
 
-    def _call(self, **call: Any) -> None:
+    def _call(self, changed: bool, **call: Any) -> None:
         assert self.process.stdin is not None
         assert self.process.stdout is not None
         self.process.stdin.write(json.dumps(call).encode() + b"\n")
@@ -115,7 +119,7 @@ class Publisher:
         line = self.process.stdout.readline()
         if not line:
             raise RuntimeError(f"publisher exited:\n{self.log_path.read_text(errors='replace')}")
-        assert json.loads(line) == {"changed": True, "sent": True}, call
+        assert json.loads(line) == {"changed": changed, "sent": True}, call
 
     def close(self) -> None:
         """End the process: EOF on stdin, then stop it by PID."""

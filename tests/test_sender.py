@@ -117,7 +117,17 @@ async def test_sender_cancelled_while_a_layer_swallows_it_still_ends(settings: A
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "tests.test_sender.SwallowingLayer"}}
     channel_layers.backends = {}
     own = sender._Sender(asyncio.get_running_loop())
-    own.put({"type": "task.event", "task_id": "job1", "seq": 1, "prev_seq": 0, "final": False, "text": "{}"})
+    own.put(
+        {
+            "type": "task.event",
+            "task_id": "job1",
+            "seq": 1,
+            "prev_seq": 0,
+            "final": False,
+            "text": "{}",
+            "at": 0.0,
+        }
+    )
     await asyncio.sleep(0.05)  # the sender is inside group_send
     assert own.task is not None
     own.task.cancel()
