@@ -68,12 +68,10 @@ async def test_metrics_after_a_scripted_session(tmp_path: Path, redis_server: Re
                 await asyncio.wait_for(ws.recv(), 30)  # the snapshot
                 await asyncio.to_thread(publisher.progress, "m1", "transcribing", 10)
                 await asyncio.wait_for(ws.recv(), 30)  # a delivered frame
-            await asyncio.to_thread(
-                publisher.progress, "m1", "queued", 0, changed=False
-            )  # stale: lower stage
+            stale = ("m1", "queued", 0)  # a lower stage: ignored
+            await asyncio.to_thread(publisher.progress, *stale, changed=False)
             await asyncio.sleep(0.5)
-            with urllib.request.urlopen(server.url("/metrics"), timeout=30) as response:
-                text = response.read().decode()
+            text = await asyncio.to_thread(scrape, server.url("/metrics"))
     finally:
         publisher.close()
     found = samples(text)
