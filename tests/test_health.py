@@ -69,3 +69,53 @@ async def test_health_readyz_caches_each_check_for_a_second(monkeypatch):
     await asyncio.sleep(health.CACHE_SECONDS + 0.1)
     await get("/readyz")
     assert len(calls) == 2
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.redis
+def test_health_readyz_follows_redis_on_a_real_server(tmp_path, redis_server):
+    import time
+    import urllib.error
+    import urllib.request
+
+    from tests.processes import PYTHON, free_port, migrate, project_env, running
+
+    def ready(url: str) -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def wait_for(url: str, status: int) -> dict[str, Any]:
+        deadline = time.monotonic() + 30
+        while True:
+            got, body = ready(url)
+            if got == status or time.monotonic() > deadline:
+                assert got == status, body
+                return body
+            time.sleep(0.3)
+
+    env = project_env(tmp_path, REDIS_URL=redis_server.url)
+    migrate(env)
+    port = free_port()
+    args = [
+        PYTHON,
+        "-m",
+        "uvicorn",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "transcribe_project.asgi:application",
+    ]  # noqa: E501
+    with running(args, env, port, tmp_path / "uvicorn.log") as server:
+        url = server.url("/readyz")
+        assert set(wait_for(url, 200)["checks"]) == {"database", "channel_layer", "broker"}
+        redis_server.stop()
+        down = wait_for(url, 503)
+        assert set(down["failed"]) == {"channel_layer", "broker"}
+        assert down["checks"]["database"]["ok"]
+        redis_server.start()
+        assert wait_for(url, 200)["failed"] == []
