@@ -109,7 +109,7 @@ def test_health_readyz_follows_redis_on_a_real_server(tmp_path, redis_server):
         "--port",
         str(port),
         "transcribe_project.asgi:application",
-    ]  # noqa: E501
+    ]
     with running(args, env, port, tmp_path / "uvicorn.log") as server:
         url = server.url("/readyz")
         assert set(wait_for(url, 200)["checks"]) == {"database", "channel_layer", "broker"}
