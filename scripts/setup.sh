@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(redis-server flite sox libsox-fmt-mp3 chromium postgresql)
+packages=(redis-server flite sox libsox-fmt-mp3 chromium postgresql nginx-light)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -15,8 +15,11 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# Debian installs redis-server and postgresql as services; the tests start their own on free ports.
-if command -v systemctl >/dev/null 2>&1; then systemctl disable --now redis-server postgresql >/dev/null 2>&1 || true; fi
+# Debian installs redis-server, postgresql and nginx as services; the tests start their own on free
+# loopback ports, so the system's are stopped (nginx's would listen on every address).
+if command -v systemctl >/dev/null 2>&1; then
+  systemctl disable --now redis-server postgresql nginx >/dev/null 2>&1 || true
+fi
 
 PY=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
