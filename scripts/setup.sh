@@ -20,6 +20,10 @@ fi
 if command -v systemctl >/dev/null 2>&1; then
   systemctl disable --now redis-server postgresql nginx >/dev/null 2>&1 || true
 fi
+# Without systemd, a just-installed nginx may have been started by its package: stop that one.
+if [[ " ${missing[*]:-} " == *" nginx-light "* && -s /run/nginx.pid ]]; then
+  $SUDO nginx -s quit >/dev/null 2>&1 || true
+fi
 
 PY=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
