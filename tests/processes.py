@@ -161,12 +161,42 @@ def running(args: Sequence[str], env: Mapping[str, str], port: int, log_path: Pa
         stop(process)
 
 
+APP = "transcribe_project.asgi:application"
+
+
+def server_args(kind: str, port: int, *options: str) -> list[str]:
+    """The command of a ``daphne`` or ``uvicorn`` (websockets-sansio, as in production) server process."""
+    if kind == "daphne":
+        return [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *options, APP]
+    return [
+        PYTHON,
+        "-m",
+        "uvicorn",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ws",
+        "websockets-sansio",
+        *options,
+        APP,
+    ]
+
+
+@contextmanager
+def serving(
+    kind: str, env: Mapping[str, str], log_path: Path, *options: str, port: int | None = None
+) -> Iterator[Server]:
+    """A ``daphne`` or ``uvicorn`` server process on 127.0.0.1 (migrate the database first)."""
+    port = port or free_port()
+    with running(server_args(kind, port, *options), env, port, log_path) as server:
+        yield server
+
+
 @contextmanager
 def daphne(env: Mapping[str, str], log_path: Path, port: int | None = None) -> Iterator[Server]:
     """``daphne transcribe_project.asgi:application`` on 127.0.0.1 (migrate the database first)."""
-    port = port or free_port()
-    args = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "transcribe_project.asgi:application"]
-    with running(args, env, port, log_path) as server:
+    with serving("daphne", env, log_path, port=port) as server:
         yield server
 
 

@@ -79,7 +79,7 @@ def test_health_readyz_follows_redis_on_a_real_server(tmp_path, redis_server):
     import urllib.error
     import urllib.request
 
-    from tests.processes import PYTHON, free_port, migrate, project_env, running
+    from tests.processes import migrate, project_env, serving
 
     def ready(url: str) -> tuple[int, dict[str, Any]]:
         try:
@@ -99,18 +99,7 @@ def test_health_readyz_follows_redis_on_a_real_server(tmp_path, redis_server):
 
     env = project_env(tmp_path, REDIS_URL=redis_server.url)
     migrate(env)
-    port = free_port()
-    args = [
-        PYTHON,
-        "-m",
-        "uvicorn",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "transcribe_project.asgi:application",
-    ]
-    with running(args, env, port, tmp_path / "uvicorn.log") as server:
+    with serving("uvicorn", env, tmp_path / "uvicorn.log") as server:
         url = server.url("/readyz")
         assert set(wait_for(url, 200)["checks"]) == {"database", "channel_layer", "broker"}
         redis_server.stop()

@@ -26,18 +26,12 @@ from progress.schemas import ProgressMessage, SnapshotMessage, parse_server_mess
 from progress.views import NOT_FOUND_BODY
 from tests.browser import Publisher
 from tests.conftest import RedisServer
-from tests.processes import PYTHON, Server, free_port, migrate, project_env, running
+from tests.processes import Server, migrate, project_env, serving
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.redis]
 
-APP = "transcribe_project.asgi:application"
-
-
-def server_args(kind: str, port: int) -> list[str]:
-    if kind == "daphne":
-        # daphne gives an application no backpressure: a stuck socket is dropped by its ping timeout.
-        return [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "--ping-interval", "1"]
-    return [PYTHON, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--ws", "websockets-sansio"]
+# daphne gives an application no backpressure: a stuck socket is dropped by its ping timeout.
+DAPHNE_PINGS = ("--ping-interval", "1", "--ping-timeout", "5")
 
 
 @dataclass
@@ -66,13 +60,9 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     )
     try:
         migrate(env)
-        port = free_port()
-        args = [*server_args(kind, port)]
-        if kind == "daphne":
-            args += ["--ping-timeout", "5"]
-        args.append(APP)
+        options = DAPHNE_PINGS if kind == "daphne" else ()
         with ExitStack() as stack:
-            server = stack.enter_context(running(args, env, port, data_dir / f"{kind}.log"))
+            server = stack.enter_context(serving(kind, env, data_dir / f"{kind}.log", *options))
             publisher = Publisher(env, data_dir / "publisher.log")
             stack.callback(publisher.close)
             yield Served(kind, server, publisher, redis.url)

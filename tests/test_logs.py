@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from progress.logs import JsonFormatter
-from tests.processes import PYTHON, free_port, manage, migrate, project_env, running
+from tests.processes import manage, migrate, project_env, serving
 
 
 def test_logs_json_formatter_keeps_extra_fields():
@@ -43,18 +43,7 @@ async def test_logs_json_lines_from_a_real_server(tmp_path: Path):
     migrate(env)
     out = manage(["report_progress", "logged", "queued", "0", "--token"], env)
     token = out.split("watch token: ")[1].strip()
-    port = free_port()
-    args = [
-        PYTHON,
-        "-m",
-        "uvicorn",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "transcribe_project.asgi:application",
-    ]
-    with running(args, env, port, tmp_path / "uvicorn.log") as server:
+    with serving("uvicorn", env, tmp_path / "uvicorn.log") as server:
         async with server.connect(f"/ws/tasks/logged/?token={token}") as ws:
             await asyncio.wait_for(ws.recv(), 30)
         async with server.connect("/ws/tasks/logged/", token=False) as ws:  # refused: 4404

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from progress import metrics
 from tests.browser import Publisher
 from tests.conftest import RedisServer
-from tests.processes import PYTHON, free_port, migrate, project_env, running
+from tests.processes import migrate, project_env, serving
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -50,19 +50,8 @@ async def test_metrics_after_a_scripted_session(tmp_path: Path, redis_server: Re
     env = project_env(tmp_path, REDIS_URL=redis_server.url, PROMETHEUS_MULTIPROC_DIR=str(shared))
     migrate(env)
     publisher = Publisher(env, tmp_path / "publisher.log")
-    port = free_port()
-    args = [
-        PYTHON,
-        "-m",
-        "uvicorn",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "transcribe_project.asgi:application",
-    ]
     try:
-        with running(args, env, port, tmp_path / "uvicorn.log") as server:
+        with serving("uvicorn", env, tmp_path / "uvicorn.log") as server:
             publisher.progress("m1", "queued", 0)
             async with server.connect("/ws/tasks/m1/") as ws:
                 await asyncio.wait_for(ws.recv(), 30)  # the snapshot

@@ -24,18 +24,7 @@ from progress import watch_token
 from progress.schemas import HeartbeatMessage, ProgressMessage, SnapshotMessage, parse_server_message
 from tests.browser import Publisher
 from tests.conftest import RedisServer
-from tests.processes import (
-    PYTHON,
-    ROOT,
-    Server,
-    free_port,
-    migrate,
-    project_env,
-    running,
-    spawn,
-    stop,
-    wait_for_port,
-)
+from tests.processes import ROOT, Server, free_port, migrate, project_env, serving, spawn, stop, wait_for_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.redis]
 
@@ -78,21 +67,7 @@ def proxied(tmp_path: Path, redis_server: RedisServer) -> Iterator[tuple[int, li
         f"  include {tmp_path}/site.conf;\n}}\n"
     )
     with ExitStack() as stack:
-        servers = []
-        for port in ports:
-            args = [
-                PYTHON,
-                "-m",
-                "uvicorn",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--ws",
-                "websockets-sansio",
-            ]
-            args.append("transcribe_project.asgi:application")
-            servers.append(stack.enter_context(running(args, env, port, tmp_path / f"server-{port}.log")))
+        servers = [stack.enter_context(serving("uvicorn", env, tmp_path / f"{p}.log", port=p)) for p in ports]
         proxy = spawn(
             [nginx, "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path)], env, tmp_path / "nginx.out"
         )

@@ -17,31 +17,13 @@ from websockets.exceptions import ConnectionClosed
 from progress.schemas import ProgressMessage, ProgressStage, SnapshotMessage, parse_server_message
 from tests.browser import Publisher
 from tests.conftest import RedisServer
-from tests.processes import PYTHON, Server, free_port, migrate, project_env, running
+from tests.processes import Server, migrate, project_env, serving
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.redis]
 
-APP = "transcribe_project.asgi:application"
 WATCHERS = 50
 BOUND = 5.0
 STAGES = [s.value for s in ProgressStage]
-
-
-def server_args(kind: str, port: int) -> list[str]:
-    if kind == "daphne":
-        return [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), APP]
-    return [
-        PYTHON,
-        "-m",
-        "uvicorn",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--ws",
-        "websockets-sansio",
-        APP,
-    ]
 
 
 @pytest.fixture(params=["daphne", "uvicorn"])
@@ -60,12 +42,7 @@ def pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, 
     try:
         migrate(env)
         with ExitStack() as stack:
-            servers = []
-            for name in ("a", "b"):
-                port = free_port()
-                servers.append(
-                    stack.enter_context(running(server_args(kind, port), env, port, tmp_path / name))
-                )
+            servers = [stack.enter_context(serving(kind, env, tmp_path / name)) for name in ("a", "b")]
             publisher = Publisher(env, tmp_path / "publisher.log")
             stack.callback(publisher.close)
             yield kind, servers[0], servers[1], publisher
