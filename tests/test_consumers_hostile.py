@@ -218,10 +218,23 @@ async def test_hostile_reconnect_after_close_keeps_every_stage():
     assert time.monotonic() - started < 30
 
 
+def served_by(task_id: str, send: Any) -> asyncio.Task[None]:
+    """A watcher of ``task_id`` whose server sends through ``send`` (a test's stand-in for a socket)."""
+    incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    incoming.put_nowait({"type": "websocket.connect"})
+    scope = {
+        "type": "websocket",
+        "path": f"/ws/tasks/{task_id}/",
+        "query_string": f"token={watch_token(task_id)}".encode(),
+        "headers": [ORIGIN],
+        "client": ("10.0.0.9", 5000),
+    }
+    return asyncio.create_task(application()(scope, incoming.get, send))
+
+
 async def test_hostile_client_that_stops_reading_is_dropped(settings, caplog):
     settings.PROGRESS = {"MAX_UPDATES_PER_SECOND": 0, "HEARTBEAT_INTERVAL": 3600, "MAX_QUEUED_BYTES": 3000}
     task_id = await astart_task("transcribing")
-    incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     sent: list[dict[str, Any]] = []
     stuck = asyncio.Event()
 
@@ -231,15 +244,7 @@ async def test_hostile_client_that_stops_reading_is_dropped(settings, caplog):
         if message["type"] == "websocket.send":
             await stuck.wait()
 
-    scope = {
-        "type": "websocket",
-        "path": f"/ws/tasks/{task_id}/",
-        "query_string": f"token={watch_token(task_id)}".encode(),
-        "headers": [ORIGIN],
-        "client": ("10.0.0.9", 5000),
-    }
-    await incoming.put({"type": "websocket.connect"})
-    consumer = asyncio.create_task(application()(scope, incoming.get, send))
+    consumer = served_by(task_id, send)
     async with watching(f"/ws/tasks/{task_id}/") as good:
         await receive(good)
         for pct in range(1, 60):
@@ -256,21 +261,12 @@ async def test_hostile_client_that_stops_reading_is_dropped(settings, caplog):
 
 async def test_hostile_client_gone_mid_send_ends_quietly(caplog):
     task_id = await astart_task("transcribing")
-    incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "websocket.send" and '"progress"' in message["text"]:
             raise OSError("the peer went away")  # what a server raises for a socket closed under it
 
-    scope = {
-        "type": "websocket",
-        "path": f"/ws/tasks/{task_id}/",
-        "query_string": f"token={watch_token(task_id)}".encode(),
-        "headers": [ORIGIN],
-        "client": ("10.0.0.9", 5000),
-    }
-    await incoming.put({"type": "websocket.connect"})
-    consumer = asyncio.create_task(application()(scope, incoming.get, send))
+    consumer = served_by(task_id, send)
     await asyncio.sleep(0.2)
     await areport_progress(task_id, "transcribing", 5)
     await asyncio.wait_for(consumer, 10)  # ends by itself, without raising

@@ -19,7 +19,7 @@ from progress.schemas import ErrorMessage, ProgressMessage
 from tests.conftest import RedisServer
 from tests.e2e_client import Http, Watcher, celery_worker, children, files_under, slow_upload
 from tests.fixtures_audio import fraction_recognised, make_speech_wav, spoken_text
-from tests.processes import PYTHON, Server, daphne, free_port, migrate, project_env, running, runserver, stop
+from tests.processes import Server, daphne, migrate, project_env, runserver, serving, stop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.redis]
 
@@ -273,19 +273,8 @@ def test_e2e_embedded_bad_uploads_get_4xx_and_leave_nothing(embedded):
 async def test_e2e_streaming_server_reports_upload_progress_live(embedded, speech):
     """Under uvicorn the app receives the body as it arrives (daphne buffers it first), so a watcher
     of a reserved task sees `uploading` rise while the file is still being sent."""
-    port = free_port()
-    args = [
-        PYTHON,
-        "-m",
-        "uvicorn",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "transcribe_project.asgi:application",
-    ]
     content = await asyncio.to_thread(speech.read_bytes)
-    with running(args, embedded.env, port, embedded.log("uvicorn")) as server:
+    with serving("uvicorn", embedded.env, embedded.log("uvicorn")) as server:
         client = Http(server)
         status, links = await asyncio.to_thread(client.call, "POST", "/api/tasks/reserve")
         assert status == 201, links
