@@ -109,7 +109,12 @@ def scripted(task_id: str) -> dict[str, Any]:
     for name, step in steps:
         outcome = step()
         if isinstance(outcome, Outcome):
-            send = dict(outcome.send, text=json.loads(outcome.send["text"])) if outcome.send else None
+            # "at" (the hand-off's epoch seconds) differs run to run: whether it is there is compared.
+            send = (
+                dict(outcome.send, text=json.loads(outcome.send["text"]), at=outcome.send["at"] > 0)
+                if outcome.send
+                else None
+            )
             shown: Any = {"verdict": outcome.verdict.value, "seq": outcome.seq, "send": send}
             shown["flush_at"] = outcome.flush_at is not None
         else:

@@ -301,3 +301,22 @@ async def test_e2e_embedded_undecodable_audio_fails_the_watchers(embedded, tmp_p
     assert error.user_message
     status, body = client.call("GET", f"/api/tasks/{task_id}/result")
     assert (status, body["status"]) == (409, "failed")
+
+
+async def test_e2e_scaled_worker_sigterm_finishes_its_job(scaled, long_speech):
+    """SIGTERM is Celery's warm shutdown: the running job completes, then the worker exits (acks_late:
+    its message is acknowledged only now, so nothing is lost and nothing is left queued)."""
+    worker = await asyncio.to_thread(celery_worker, scaled.env, scaled.log("worker"))
+    try:
+        client, task_id = await upload(scaled, long_speech)
+        watchers, tasks = await watch(scaled, task_id)
+        await asyncio.to_thread(wait_for_progress, watchers[0], "transcribing", 5)
+        worker.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(asyncio.gather(*tasks), 180)
+        await asyncio.to_thread(worker.wait, 60)
+    finally:
+        stop(worker)
+    for watcher in watchers:
+        assert isinstance(watcher.final, ProgressMessage)
+        assert watcher.stages() == STAGES
+    assert_complete_transcript(client, task_id, long_speech)
