@@ -203,7 +203,7 @@ class TaskProgressConsumer(InboxConsumer):
                 await self.server_send({"type": "websocket.send", "text": event["text"]})
             except Exception as exc:  # inline rather than base_send's wrapper: this runs per frame
                 raise ClientGone(repr(exc)) from exc
-            metrics.frame_sent(event.get("at"))
+            metrics.frame_sent(event)
             self.last_seq = event["seq"]
             if event["final"]:
                 await self._finish(CLOSE_NORMAL)

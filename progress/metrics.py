@@ -3,7 +3,8 @@
 With ``PROMETHEUS_MULTIPROC_DIR`` set (prometheus-client's own variable; every process of a deployment
 shares the directory), each process writes its figures there and ``/metrics`` sums them all; without it,
 ``/metrics`` shows this process only. Per-frame counts are kept in a plain integer and added to the
-counter at most once a second, so the fan-out path pays no lock or file write per frame.
+counter at most once a second, and the fan-out lag is observed once per message per process, so the
+fan-out path pays no lock or file write per frame.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import (
@@ -59,13 +61,16 @@ _frames_flushed_at = 0.0
 FLUSH_SECONDS = 1.0
 
 
-def frame_sent(published_at: float | None = None) -> None:
-    """Count one frame sent to a watcher (and its lag, when the message says when it was published)."""
-    global _frames, _frames_flushed_at
+def frame_sent(event: dict[str, Any]) -> None:
+    """Count one live frame sent to a watcher; its fan-out lag once per message per process."""
+    global _frames
     _frames += 1
-    now = time.time()
-    if published_at is not None:
-        FANOUT_LAG.observe(max(0.0, now - published_at))
+    published_at = event.get("at")
+    if published_at is not None and "lag_observed" not in event:
+        # A pushing layer hands one dict to every socket of the process: the first send stands for all.
+        event["lag_observed"] = True
+        FANOUT_LAG.observe(max(0.0, time.time() - published_at))
+    now = time.monotonic()
     if now - _frames_flushed_at >= FLUSH_SECONDS:
         flush_frames(now)
 
@@ -76,7 +81,7 @@ def flush_frames(now: float | None = None) -> None:
     if _frames:
         FRAMES.inc(_frames)
         _frames = 0
-    _frames_flushed_at = time.time() if now is None else now
+    _frames_flushed_at = time.monotonic() if now is None else now
 
 
 def process_exiting() -> None:
