@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 import weakref
 from types import FrameType
 from typing import Any, Protocol
@@ -59,6 +60,11 @@ def install() -> None:
     if _installed_pid == os.getpid():
         return
     _installed_pid = os.getpid()
+    if threading.current_thread() is not threading.main_thread():
+        # Only the main thread may take a signal: runserver's autoreloader serves from another one
+        # (and its main thread restarts the server itself). A socket then sees the server's own close.
+        log.info("progress: serving off the main thread; SIGTERM is left to the server")
+        return
     loop = asyncio.get_running_loop()
     previous = signal.getsignal(signal.SIGTERM)
 
