@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import closing
 
@@ -321,3 +323,33 @@ def test_browser_unknown_task_says_so_without_websockets(stack: Stack, page: Pag
 
     # The HTTP fallback's 404 means what the socket's 4404 means.
     expect(page.locator("#status")).to_have_text("no such task")
+
+
+@pytest.mark.parametrize("code", [1012, 4012])
+def test_browser_reconnects_at_once_when_the_server_restarts(stack: Stack, page: Page, code: int):
+    task_id = new_task_id(f"restart-{code}")
+    stack.publisher.progress(task_id, "transcribing", 20, "Recognising speech")
+    opened: list[float] = []
+    restarts = 5
+
+    def restarting(ws: WebSocketRoute) -> None:
+        # A deploy: each server the socket reaches is draining and says "service restart" at once,
+        # before any frame (as a draining process answers a new socket), until one stays up.
+        opened.append(time.monotonic())
+        if len(opened) <= restarts:
+            ws.close(code=code, reason="restarting")
+        else:
+            ws.connect_to_server()
+
+    page.route_web_socket("**/ws/tasks/**", restarting)
+    page.goto(stack.server.url(task_page(task_id)))
+    expect_shows(page, "transcribing", 20)
+    expect(page.locator("#status")).to_have_text("live")
+    gaps = [round(b - a, 2) for a, b in itertools.pairwise(opened)]
+    print(f"{code}: reconnects after {gaps} s")
+    # At once each time (jitter under 1 s, the backoff not raised); backing off instead (0.5-1 s,
+    # doubling) would take 15 s at least for these five.
+    assert len(opened) == restarts + 1
+    assert opened[-1] - opened[0] < 10.0, gaps
+    stack.publisher.progress(task_id, "aligning", 50, "Aligning words")
+    expect_shows(page, "aligning", 50)
