@@ -137,7 +137,7 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
         self.base_send = base_send
         inbox = self.inbox = Inbox()
-        pushed = False
+        pushed = pulled = False
         self.layer_down = None
         if self.channel_layer is not None:
             try:
@@ -156,8 +156,9 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 pushed = True
             else:
                 self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+                pulled = True
         readers = [asyncio.create_task(read_into(receive, inbox))]
-        if self.layer_down is None and self.channel_layer is not None and not pushed:
+        if pulled:
             readers.append(asyncio.create_task(self._pull()))
         try:
             while True:
