@@ -1,18 +1,23 @@
 """The consumer's message loop: a small inbox its sources put messages into, and the loop that drains it.
 
-Channels' await_many_dispatch made a task and an asyncio.wait() per message per socket (a fifth of
-a fan-out's CPU); this keeps its order (one message per source at a time, dispatched in turn).
-A source is the client's reader task (``read_into``: one frame at a time, so a client cannot queue
-more), or a callback that puts messages without one (a channel layer's sink, the heartbeat timer, or
-``_pull`` for a layer that cannot push). What the layer delivers waits here, not in the layer: past
-MAX_QUEUED_BYTES the client is not keeping up, and the socket is dropped (4013) to resume by seq.
+``InboxConsumer.__call__`` replaces what Channels' ``AsyncConsumer.__call__`` does with
+``await_many_dispatch``, and nothing else: the handshake, ``dispatch`` and the send helpers are
+Channels' own, reached through public attributes only (``scope``, ``channel_layer``,
+``channel_name``, ``base_send``, ``dispatch``). Why: ``await_many_dispatch`` made a task and an
+``asyncio.wait()`` per message per socket, and each waiting socket kept a reader task per source.
+Here the order is the same (one message per source at a time, dispatched in turn), and:
+
+- the client's frames come through ``read_into``, one at a time, so a client cannot queue more;
+- a layer that declares ``deliver_to`` (progress.layers) puts the channel's messages straight into
+  the inbox, with no reader task; any other layer is read by ``_pull`` as fast as it delivers;
+- what waits here past MAX_QUEUED_BYTES means the client is not keeping up: it is dropped (4013) and
+  resumes by seq, whatever the layer's own capacity.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,6 +27,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 
 from .conf import get_settings
+from .layers import has_extension
 
 log = logging.getLogger("progress")
 
@@ -148,14 +154,14 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.dropped = False
         self.loop_task = asyncio.current_task()
         if self.layer_down is None and self.channel_layer is not None:
-            deliver_to = getattr(self.channel_layer, "deliver_to", None)
-            if deliver_to is not None:
+            if has_extension(self.channel_layer, "deliver_to") and has_extension(
+                self.channel_layer, "discard_channel"
+            ):
                 # The layer puts the channel's messages straight into the inbox: no reader task,
                 # one wake-up per message instead of two. Nothing can arrive before this line.
-                deliver_to(self.channel_name, self._pushed)
+                self.channel_layer.deliver_to(self.channel_name, self._pushed)
                 pushed = True
             else:
-                self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
                 pulled = True
         readers = [asyncio.create_task(read_into(receive, inbox))]
         if pulled:
@@ -203,9 +209,17 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def _pull(self) -> None:
         """Read a layer that cannot push as fast as it delivers: its messages wait in the inbox, where
-        MAX_QUEUED_BYTES bounds them, whatever the layer's own capacity."""
+        MAX_QUEUED_BYTES bounds them. A layer that fails (Redis restarting) becomes one ``layer.failed``
+        message, so the socket ends with 4503 and a log line, not a traceback and 1011."""
+        receive = self.channel_layer.receive
         while not self.dropped:
-            self._pushed(await self.channel_receive())
+            try:
+                message = await receive(self.channel_name)
+            except Exception as exc:
+                log.warning("progress: channel layer failed under a watcher of a task: %r", exc)
+                self._pushed({"type": "layer.failed"})
+                return
+            self._pushed(message)
 
     def _pushed(self, message: dict[str, Any]) -> None:
         """The layer's sink: into the inbox, unless the client has let MAX_QUEUED_BYTES pile up."""
@@ -227,37 +241,11 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         """Hook: the loop ended (the socket is gone, or the consumer failed); always called once."""
 
     async def _discard_channel(self) -> None:
-        """Forget the socket's channel in a layer that pushes (a cancelled receive does it for the rest)."""
+        """End the socket's channel in a layer that pushes (a cancelled receive does it for the rest)."""
         try:
             await self.channel_layer.discard_channel(self.channel_name)
         except Exception as exc:  # Redis down: its subscriptions went with the connection
             log.warning("progress: could not forget channel %s: %r", self.channel_name, exc)
-
-    # Channels assigns channel_receive (the layer's receive for this socket's channel) before it
-    # starts dispatching; this property hands it a wrapper, so a channel layer that fails (Redis
-    # restarting) ends the socket with 4503 and a log line, not a traceback and 1011.
-    @property
-    def channel_receive(self) -> Any:
-        """The socket's channel-layer receive, turning a failure into a ``layer.failed`` message."""
-        return self._receive_or_fail
-
-    @channel_receive.setter
-    def channel_receive(self, receive: Any) -> None:
-        self._layer_receive = receive
-        self._layer_failed = False
-
-    async def _receive_or_fail(self) -> dict[str, Any]:
-        if self._layer_failed:
-            await asyncio.Event().wait()  # reported once; the socket is closing
-        try:
-            message: dict[str, Any] = await self._layer_receive()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._layer_failed = True
-            log.warning("progress: channel layer failed under a watcher of a task: %r", exc)
-            return {"type": "layer.failed"}
-        return message
 
     def loop_ended(self) -> None:
         """Hook: the consumer's loop stopped (the socket is gone)."""

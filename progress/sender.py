@@ -21,6 +21,7 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from . import metrics, store
 from .conf import get_settings
+from .layers import has_extension
 from .store import GroupMessage, Outcome
 
 log = logging.getLogger("progress")
@@ -214,11 +215,10 @@ _BUSY = 0.01
 
 
 async def _group_send_all(batch: list[GroupMessage]) -> None:
-    """Send messages in order: in one call when the layer can batch (progress.layers), else one by one."""
+    """Send messages in order: in one call when the layer declares it can, else one by one."""
     layer = get_channel_layer()
-    send_many = getattr(layer, "group_send_many", None)
-    if send_many is not None:
-        await send_many([(store.group_name(m["task_id"]), dict(m)) for m in batch])
+    if has_extension(layer, "group_send_many"):
+        await layer.group_send_many([(store.group_name(m["task_id"]), dict(m)) for m in batch])
         return
     for message in batch:
         await layer.group_send(store.group_name(message["task_id"]), dict(message))

@@ -161,20 +161,33 @@ class RedisServer:
         self.process = None
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A running redis-server for one test (skipped where redis-server is not installed)."""
+def started_redis(directory: Path) -> RedisServer:
+    """A redis-server started on a free port (fails the test where redis-server is not installed)."""
     if not (shutil.which("redis-server") or os.path.exists("/usr/bin/redis-server")):
         pytest.fail("redis-server is not installed: run scripts/setup.sh")
-    server = RedisServer(tmp_path)
+    directory.mkdir(parents=True, exist_ok=True)
+    server = RedisServer(directory)
     for _ in range(4):  # the free port may be taken by another run before redis binds it
         try:
             server.start()
-            break
+            return server
         except PortTaken:
             server.port = free_port()
-    else:
-        pytest.fail("redis-server found no free port")
+    pytest.fail("redis-server found no free port")
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A running redis-server for one test."""
+    server = started_redis(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def second_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """Another redis-server, for layers that shard over several hosts."""
+    server = started_redis(tmp_path / "second")
     yield server
     server.stop()
 

@@ -371,7 +371,7 @@ async def test_consumer_pushing_layer_forgets_the_channel_on_disconnect(pubsub_l
     await areport_progress("job1", "queued", 0)
     async with kept("job1") as (client, consumer):
         await receive(client)
-        inner = get_channel_layer()._get_layer()
+        inner = get_channel_layer().state()
         assert consumer.channel_name in inner.channels
     assert consumer.channel_name not in inner.channels
     assert not inner.groups.get(consumer.group)

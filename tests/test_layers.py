@@ -1,4 +1,4 @@
-"""PubSubChannelLayer against a real redis-server: one decode per group message, inboxes, sinks, failures."""
+"""PubSubChannelLayer against real redis-servers: groups, one decode per message, sinks, hosts, failures."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import redis
 import redis.exceptions
+from channels.layers import InMemoryChannelLayer
 
-from progress.layers import PubSubChannelLayer
+from progress.layers import PubSubChannelLayer, decode_hosts, has_extension, shard_index
 from tests.conftest import RedisServer, free_port
 
 pytestmark = pytest.mark.redis
@@ -89,7 +90,7 @@ async def test_deliver_to_queued_before_sink_first_in_order(layer, redis_server)
     a = await member(layer, redis_server, "g")
     for seq in range(3):
         await layer.group_send("g", {"type": "task.event", "seq": seq})
-    inbox = layer._get_layer().channels[a]
+    inbox = layer.state().channels[a]
     await until(lambda: len(inbox.messages or ()) == 3)
     got: list[dict[str, Any]] = []
     layer.deliver_to(a, got.append)
@@ -139,7 +140,7 @@ async def test_receive_cancelled_unsubscribes(layer, redis_server):
     receiving.cancel()
     with pytest.raises(asyncio.CancelledError):
         await receiving
-    assert a not in layer._get_layer().channels
+    assert a not in layer.state().channels
     await until(lambda: subscribers(redis_server, a) == 0)
 
 
@@ -172,7 +173,7 @@ async def test_discard_channel_unsubscribes_and_drops_sink(layer, redis_server):
 
 async def test_discard_channel_unknown_is_noop(layer):
     await layer.discard_channel("asgispecific.nope")
-    assert layer._get_layer().channels == {}
+    assert layer.state().channels == {}
 
 
 async def test_group_send_many_order_across_groups(layer, redis_server):
@@ -246,4 +247,116 @@ async def test_new_channel_redis_unreachable_leaves_no_inbox():
     )
     with pytest.raises(redis.exceptions.ConnectionError):
         await asyncio.wait_for(nowhere.new_channel(), 30)
-    assert nowhere._get_layer().channels == {}
+    assert nowhere.state().channels == {}
+
+
+def test_extensions_declared():
+    layer = PubSubChannelLayer()
+    for name in ("groups", "flush", "deliver_to", "discard_channel", "group_send_many"):
+        assert has_extension(layer, name), name
+
+
+def test_has_extension_plain_layer_has_none_of_ours():
+    plain = InMemoryChannelLayer()
+    assert has_extension(plain, "groups")
+    assert not has_extension(plain, "deliver_to")
+    assert not has_extension(object(), "groups")
+
+
+def test_decode_hosts_forms():
+    assert decode_hosts(None) == [{"address": "redis://localhost:6379"}]
+    assert decode_hosts(["redis://a:1/0", ("b", 2), {"address": "redis://c", "db": 1}]) == [
+        {"address": "redis://a:1/0"},
+        {"host": "b", "port": 2},
+        {"address": "redis://c", "db": 1},
+    ]
+    with pytest.raises(ValueError, match="list"):
+        decode_hosts("redis://a")
+
+
+def test_shard_index_spreads_and_is_stable():
+    spread = {shard_index(f"asgi__group__g{i}", 2) for i in range(12)}
+    assert spread == {0, 1}
+    assert shard_index("anything", 1) == 0
+    assert shard_index("asgi__group__g1", 4) == shard_index("asgi__group__g1", 4)
+
+
+async def test_several_hosts_each_group_on_one_host(redis_server, second_redis_server):
+    servers = [redis_server, second_redis_server]
+    layer = PubSubChannelLayer(hosts=[s.url for s in servers])
+    try:
+        channel = await layer.new_channel()
+        groups = [f"g{i}" for i in range(12)]
+        for group in groups:
+            await layer.group_add(group, channel)
+        for group in groups:
+            name = f"asgi__group__{group}"
+            await until(lambda n=name: sum(subscribers(s, n) for s in servers) == 1)
+            assert subscribers(servers[shard_index(name, 2)], name) == 1
+        await layer.group_send_many([(g, {"type": "n", "group": g}) for g in groups])
+        got = [await asyncio.wait_for(layer.receive(channel), 5) for _ in groups]
+        assert sorted(m["group"] for m in got) == sorted(groups)
+        # In order per host; across hosts, as they arrive.
+        for index in (0, 1):
+            on_host = [g for g in groups if shard_index(f"asgi__group__{g}", 2) == index]
+            assert [m["group"] for m in got if m["group"] in on_host] == on_host
+    finally:
+        await layer.flush()
+
+
+async def test_flush_forgets_everything_and_works_again(layer, redis_server):
+    a = await member(layer, redis_server, "g")
+    await layer.flush()
+    assert layer.state().channels == {}
+    assert layer.state().groups == {}
+    await until(lambda: subscribers(redis_server, a) == 0)
+    await until(lambda: subscribers(redis_server, "asgi__group__g") == 0)
+    b = await member(layer, redis_server, "g")
+    await layer.group_send("g", {"type": "task.event", "seq": 1})
+    assert (await asyncio.wait_for(layer.receive(b), 5))["seq"] == 1
+
+
+async def test_group_discard_last_member_unsubscribes(layer, redis_server):
+    a = await member(layer, redis_server, "g")
+    b = await member(layer, redis_server, "g")
+    await layer.group_discard("g", a)
+    assert subscribers(redis_server, "asgi__group__g") == 1
+    await layer.group_discard("g", b)
+    await until(lambda: subscribers(redis_server, "asgi__group__g") == 0)
+    await layer.group_discard("g", b)  # again: nothing
+
+
+async def test_group_add_foreign_channel_raises(layer):
+    with pytest.raises(RuntimeError, match="new_channel"):
+        await layer.group_add("g", "asgispecific.elsewhere")
+
+
+async def test_restart_calls_hooks_once_each(redis_server):
+    events: list[str] = []
+    layer = PubSubChannelLayer(
+        hosts=[{"address": redis_server.url, "socket_connect_timeout": 2}],
+        on_disconnect=lambda: events.append("down"),
+        on_reconnect=lambda: events.append("up"),
+    )
+    try:
+        await member(layer, redis_server, "g")
+        await asyncio.to_thread(redis_server.stop)
+        await until(lambda: events == ["down"], timeout=10)
+        await asyncio.to_thread(redis_server.start)
+        await until(lambda: events == ["down", "up"], timeout=20)
+    finally:
+        await layer.flush()
+
+
+def test_loop_close_closes_the_loops_connections(redis_server):
+    layer = PubSubChannelLayer(hosts=[redis_server.url])
+
+    async def use() -> str:
+        channel = await layer.new_channel()
+        await until(lambda: subscribers(redis_server, channel) == 1)
+        return channel
+
+    channel = asyncio.run(use())  # closes its loop: the layer's state for it goes first
+    assert len(layer.loops) == 0
+    with redis.Redis.from_url(redis_server.url) as client:
+        assert int(dict(client.pubsub_numsub(channel))[channel.encode()]) == 0
