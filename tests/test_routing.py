@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -58,3 +60,48 @@ async def test_routing_task_route_gets_its_task_id():
     await communicator.disconnect()
     assert isinstance(snapshot, SnapshotMessage)
     assert snapshot.task_id == "job-1_A"
+
+
+def _under_root(app: Any, root_path: str) -> Any:
+    """``app`` behind a proxy that mounts the project at ``root_path`` (the ASGI path keeps it)."""
+
+    async def mounted(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await app(dict(scope, root_path=root_path), receive, send)
+
+    return mounted
+
+
+async def test_routing_root_path_routes_the_task():
+    await sync_to_async(record_progress)("job1", ProgressStage.QUEUED, 0, None, attempt=None, min_interval=0)
+    app = _under_root(websocket_application(), "/transcribe")
+    path = "/transcribe" + with_token("/ws/tasks/job1/")
+    communicator = WebsocketCommunicator(app, path, headers=[(b"origin", b"http://127.0.0.1")])
+    connected, _ = await communicator.connect()
+    assert connected
+    snapshot = parse_server_message(await communicator.receive_from(3))
+    await communicator.disconnect()
+    assert isinstance(snapshot, SnapshotMessage)
+    assert snapshot.task_id == "job1"
+
+
+@pytest.mark.parametrize("path", ["/transcribe/ws/tasks/bad%20id/", "/transcribe/"])
+async def test_routing_root_path_unknown_path_refused(path):
+    app = _under_root(websocket_application(), "/transcribe")
+    communicator = WebsocketCommunicator(app, path, headers=[(b"origin", b"http://127.0.0.1")])
+    connected, _ = await communicator.connect()
+    assert not connected
+
+
+async def test_routing_project_asgi_uses_the_same_stack():
+    from transcribe_project import asgi
+
+    assert await _connects_to(asgi.application, "/ws/tasks/job1/", b"http://127.0.0.1")
+    assert not await _connects_to(asgi.application, "/ws/tasks/job1/", b"http://evil.example")
+    assert not await _connects_to(asgi.application, "/ws/tasks/bad%20id/", b"http://127.0.0.1")
+
+
+async def _connects_to(app: Any, path: str, origin: bytes) -> bool:
+    communicator = WebsocketCommunicator(app, with_token(path), headers=[(b"origin", origin)])
+    connected, _ = await communicator.connect()
+    await communicator.disconnect()
+    return bool(connected)

@@ -33,10 +33,9 @@ router = ProtocolTypeRouter(
         # Static files (the JS client) straight from the apps, so a bare daphne or uvicorn serves
         # the progress page too; a deployment with a CDN or proxy in front may drop this.
         "http": UploadGuard(ASGIStaticFilesHandler(django_asgi_app)),
+        "websocket": websocket_application(),
     }
 )
-# Browsers send Origin; other clients must send one whose host is in ALLOWED_HOSTS.
-websocket_app = websocket_application()
 
 
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -53,7 +52,4 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-    if scope["type"] == "websocket":
-        await websocket_app(scope, receive, send)  # the consumer's coroutine: no router frames
-        return
     await router(scope, receive, send)
