@@ -25,7 +25,7 @@ from progress.reaper import ensure_started as ensure_reaper  # noqa: E402
 from progress.routing import websocket_application  # noqa: E402
 from progress.sender import bind_server_loop  # noqa: E402
 from progress.shutdown import install as close_sockets_on_sigterm  # noqa: E402
-from transcription.jobs import ensure_recovered  # noqa: E402
+from transcription.recovery import ensure_recovered  # noqa: E402
 from transcription.upload import UploadGuard  # noqa: E402
 
 router = ProtocolTypeRouter(

@@ -16,7 +16,7 @@ class TranscriptionConfig(AppConfig):
         from progress.health import register_check
         from progress.signals import task_restarted
 
-        from .jobs import broker_reachable, queue_operator_retry, uses_celery
+        from .runners import broker_reachable, queue_operator_retry, uses_celery
 
         task_restarted.connect(queue_operator_retry, dispatch_uid="transcription-retry")
 

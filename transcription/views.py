@@ -31,11 +31,11 @@ from progress.models import Task
 from progress.schemas import ProgressStage, TaskStatus
 from progress.views import owned_task, readable_task
 
-from . import jobs
 from .audio import HEADER_BYTES, AudioError, is_audio
 from .audio import duration as audio_duration
 from .conf import limits
 from .models import Transcription
+from .runners import enqueue_or_fail
 
 log = logging.getLogger("transcription")
 
@@ -228,14 +228,10 @@ def _too_long(path: Path) -> JsonResponse | None:
 
 
 def _enqueue(task_id: str, attempt: int) -> JsonResponse | None:
-    """Hand an attempt to the job runner; a 503 (and the task failed) when the queue is unavailable."""
-    try:
-        jobs.enqueue(task_id, attempt)
-    except Exception as exc:
-        log.exception("transcription: could not enqueue task %s", task_id)
-        report_error(task_id, "enqueue_failed", "The job could not be queued; please retry.", repr(exc))
-        return _error(503, "enqueue_failed", "the job queue is unavailable; retry the task later")
-    return None
+    """Hand an attempt to the job runner; a 503 (the task failed) when the queue is unavailable."""
+    if enqueue_or_fail(task_id, attempt):
+        return None
+    return _error(503, "enqueue_failed", "the job queue is unavailable; retry the task later")
 
 
 def _store(upload: UploadedFile[Any], task_id: str) -> Path:

@@ -1,0 +1,55 @@
+"""The job body: one attempt of a transcription, from the stored audio to the stored transcript."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from django.conf import settings
+from django.utils import timezone
+
+from progress.recorder import Job, JobFailed, claim
+from progress.schemas import ProgressStage
+
+from . import retention
+from .models import Transcription
+from .pipeline import AudioError, transcribe_file
+
+log = logging.getLogger("transcription")
+
+
+def run(task_id: str, attempt: int) -> bool:
+    """Run one attempt of a transcription if it is still waiting; True if this call ran it."""
+    job = claim(task_id, attempt)
+    if job is None:
+        return False
+    with job:
+        _transcribe(job)
+    try:
+        retention.forget_unusable_audio()  # this job's audio too, if it failed for good
+    except Exception:
+        log.exception("transcription: could not delete unusable audio")
+    return True
+
+
+def _transcribe(job: Job) -> None:
+    record = Transcription.objects.filter(pk=job.task_id).first()
+    path = Path(settings.MEDIA_ROOT) / record.audio_path if record and record.audio_path else None
+    if record is None or path is None or not path.is_file():
+        raise JobFailed("audio_missing", "The uploaded audio is no longer available; please upload it again.")
+
+    def on_progress(stage: ProgressStage, percentage: int, message: str | None) -> None:
+        job.check()  # a cancelled attempt (failed by the reaper, retried) stops here
+        job.progress(stage, percentage, message)
+
+    try:
+        transcript = transcribe_file(path, on_progress)
+    except AudioError as exc:
+        raise JobFailed(exc.error_code, exc.user_message, str(exc)) from exc
+    job.check()
+    record.result = transcript.to_json()
+    record.completed_at = timezone.now()
+    record.save(update_fields=["result", "completed_at"])
+    job.result = record.result
+    path.unlink(missing_ok=True)  # the transcript is kept; the audio is not needed again
+    Transcription.objects.filter(pk=job.task_id).update(audio_path="")

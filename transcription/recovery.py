@@ -1,0 +1,82 @@
+"""Start-up and housekeeping: work an earlier server process left behind, and audio nobody can use."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime
+
+from django.db import connection
+
+from progress import report_error
+from progress.models import Task
+from progress.schemas import ProgressStage, TaskStatus, utcnow
+
+from . import retention
+from .models import Transcription
+from .runners import enqueue, uses_celery
+
+log = logging.getLogger("transcription")
+
+_STARTED = utcnow()
+"""When this process loaded the runner: queued work older than this is not in its in-memory queue."""
+_recovered = False
+
+SWEEP_INTERVAL = 60.0
+"""Seconds between two looks for audio no retry can use (a reaped task's, one past the keeping time)."""
+
+
+def ensure_recovered() -> None:
+    """Once per server process: pick up work an earlier process left behind (embedded default), and
+    delete audio no retry can use, from then on."""
+    global _recovered
+    if _recovered:
+        return
+    _recovered = True
+    threading.Thread(target=_housekeeping, name="transcription-housekeeping", daemon=True).start()
+
+
+def _housekeeping() -> None:
+    if not uses_celery():
+        try:
+            recover(_STARTED)
+        except Exception:
+            log.exception("transcription: could not recover jobs left by an earlier process")
+        finally:
+            connection.close()
+    while True:
+        try:
+            retention.forget_unusable_audio()
+        except Exception:
+            log.exception("transcription: could not delete unusable audio")
+        finally:
+            connection.close()
+        time.sleep(SWEEP_INTERVAL)
+
+
+def recover(before: datetime) -> list[str]:
+    """Re-queue tasks queued before ``before`` (the in-process queue died with its server) and fail
+    uploads that were cut off then; the re-queued ids. A claim keeps a re-queued job from running twice."""
+    running = Task.objects.filter(
+        status=TaskStatus.RUNNING.value, heartbeat_at__isnull=True, updated_at__lt=before
+    )
+    requeued = []
+    for task_id, attempt, stage in running.values_list("task_id", "attempt", "stage"):
+        if stage == ProgressStage.UPLOADING.value:
+            report_error(
+                task_id,
+                "upload_interrupted",
+                "The server restarted before the upload finished; please upload the file again.",
+                attempt=attempt,
+            )
+        elif (
+            stage == ProgressStage.QUEUED.value
+            and Transcription.objects.filter(pk=task_id).exclude(audio_path="").exists()
+        ):
+            log.info(
+                "transcription: re-queueing task %s attempt %s left by an earlier process", task_id, attempt
+            )
+            enqueue(task_id, attempt)
+            requeued.append(task_id)
+    return requeued
