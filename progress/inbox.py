@@ -134,14 +134,7 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.server_send = send
 
-        async def base_send(message: dict[str, Any]) -> None:
-            # What Channels' send helpers use: a failure of the server's send means the client is gone.
-            try:
-                await send(message)
-            except Exception as exc:
-                raise ClientGone(repr(exc)) from exc
-
-        self.base_send = base_send
+        self.base_send = self.send_or_gone  # what Channels' send helpers use
         inbox = self.inbox = Inbox()
         pushed = pulled = False
         self.layer_down = None
@@ -206,6 +199,13 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.cleanup()
             if pushed:
                 await self._discard_channel()
+
+    async def send_or_gone(self, message: dict[str, Any]) -> None:
+        """The server's send, where a failure means the client is gone (raised as ClientGone)."""
+        try:
+            await self.server_send(message)
+        except Exception as exc:
+            raise ClientGone(repr(exc)) from exc
 
     async def _pull(self) -> None:
         """Read a layer that cannot push as fast as it delivers: its messages wait in the inbox, where

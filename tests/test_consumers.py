@@ -101,40 +101,39 @@ async def test_consumer_heartbeat_keeps_a_fixed_cadence(settings):
         assert 0.75 < arrivals[-1] - arrivals[0] < 1.75
 
 
-async def test_consumer_heartbeat_is_a_timer_not_a_task(settings):
+async def test_consumer_heartbeat_waits_in_the_wheel_not_a_task(settings):
     settings.PROGRESS = {"HEARTBEAT_INTERVAL": 0.2}
     await areport_progress("job1", "queued", 0)
     async with kept("job1") as (client, consumer):
         await receive(client)
-        assert isinstance(consumer.beat_timer, asyncio.TimerHandle)
+        assert consumer.beat_slot is not None
+        assert consumer.inbox in consumer.beat_wheel.slots[consumer.beat_slot]
         assert isinstance(await receive(client), HeartbeatMessage)
         files = [getattr(task.get_coro(), "cr_code", None) for task in asyncio.all_tasks()]
         assert consumers.__file__ not in [code.co_filename for code in files if code is not None]
 
 
-async def test_consumer_heartbeat_timer_cancelled_on_disconnect(settings):
+async def test_consumer_heartbeat_leaves_the_wheel_on_disconnect(settings):
     settings.PROGRESS = {"HEARTBEAT_INTERVAL": 0.2}
     await areport_progress("job1", "queued", 0)
     async with kept("job1") as (client, consumer):
         await receive(client)
-        timer = consumer.beat_timer
-        assert timer is not None
-        assert not timer.cancelled()
-    assert timer.cancelled()
-    assert consumer.beat_timer is None
+        timers = consumer.beat_wheel
+        assert len(timers) == 1
+    assert consumer.beat_slot is None
+    assert len(timers) == 0
 
 
-async def test_consumer_heartbeat_timer_cancelled_when_task_finishes(settings):
+async def test_consumer_heartbeat_leaves_the_wheel_when_task_finishes(settings):
     settings.PROGRESS = {"HEARTBEAT_INTERVAL": 0.2}
     await areport_progress("job1", "queued", 0)
     async with kept("job1") as (client, consumer):
         await receive(client)
-        timer = consumer.beat_timer
+        timers = consumer.beat_wheel
         await areport_progress("job1", "complete", 100)
         assert isinstance(await receive(client), ProgressMessage)
         assert (await client.receive_output(3)) == {"type": "websocket.close", "code": 1000}
-        assert timer is not None
-        assert timer.cancelled()
+        assert len(timers) == 0
         assert await client.receive_nothing(0.5)
 
 
