@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypedDict
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 
+from . import rows
 from .access import public_detail
 from .models import Task, TaskEvent
 from .schemas import (
@@ -74,22 +74,7 @@ def group_name(task_id: str) -> str:
     return f"task.{task_id}"
 
 
-def _locked(task_id: str, fields: tuple[str, ...] | None = None) -> Task | None:
-    """The task's row, locked for this transaction; only ``fields`` loaded when given (the rest deferred)."""
-    # FOR UPDATE locks the row on PostgreSQL; on SQLite the IMMEDIATE transaction already holds
-    # the database's write lock, which serialises writers across processes.
-    sql = _lock_sql(connection.vendor, fields)
-    if fields is None:
-        rows = list(Task.objects.raw(sql, [task_id]))
-        return rows[0] if rows else None
-    # A plain cursor: the ORM's raw() spent ~150 µs a report on converters and model set-up.
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [task_id])
-        row = cursor.fetchone()
-    return None if row is None else Task.from_db(connection.alias, list(fields), row)
-
-
-# What a progress report reads (no datetimes: those need the backend's converters) and may change.
+# What a progress report reads, and what it may change.
 _PROGRESS_READS = (
     "task_id",
     "status",
@@ -108,68 +93,24 @@ _PROGRESS_WRITES = (
     "message",
     "updated_at",
     "status",
-    "heartbeat_at",
     "broadcast_seq",
     "broadcast_at",
 )
-_DATETIMES = {"updated_at", "heartbeat_at"}
+_SENT = ("broadcast_seq", "broadcast_at")
+_ERROR_FIELDS = ("error_code", "user_message", "technical_detail")
 
 
-# The report path's statements are built once per database vendor: building cost as much as running.
-@functools.cache
-def _lock_sql(vendor: str, fields: tuple[str, ...] | None) -> str:
-    """SELECT the task's row (``fields`` only, or every column) FOR UPDATE where the database can."""
-    columns = "*" if fields is None else ", ".join(_column(name) for name in fields)
-    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    return f"SELECT {columns} FROM {_quoted(Task._meta.db_table)} WHERE {_column('task_id')} = %s{lock}"
-
-
-@functools.cache
-def _update_progress_sql(vendor: str) -> str:
-    """UPDATE what a progress report may change; heartbeat_at stays when the report leaves it NULL."""
-    # Pre-job stages do not set heartbeat_at: COALESCE(NULL, old) keeps it.
-    assignments = ", ".join(
-        f"{_column(name)} = COALESCE(%s, {_column(name)})"
-        if name == "heartbeat_at"
-        else f"{_column(name)} = %s"
-        for name in _PROGRESS_WRITES
-    )
-    return f"UPDATE {_quoted(Task._meta.db_table)} SET {assignments} WHERE {_column('task_id')} = %s"
-
-
-def _save_progress(task: Task) -> None:
-    # Read from __dict__: a datetime the report did not set is deferred, and reading it would query.
-    loaded = task.__dict__
-    adapt = connection.ops.adapt_datetimefield_value
-    values = [adapt(loaded.get(name)) if name in _DATETIMES else loaded[name] for name in _PROGRESS_WRITES]
-    with connection.cursor() as cursor:
-        cursor.execute(_update_progress_sql(connection.vendor), [*values, task.pk])
-
-
-def _quoted(name: str) -> str:
-    return str(connection.ops.quote_name(name))
-
-
-def _column(field_name: str) -> str:
-    """A Task field's column, quoted for the database in use."""
-    field = Task._meta.get_field(field_name)
-    assert not field.is_relation
-    return _quoted(str(getattr(field, "column", field_name)))
-
-
-def _lock_or_create(
-    task_id: str, stage: ProgressStage, now: datetime, fields: tuple[str, ...] | None = None
-) -> Task:
+def _lock_or_create(task_id: str, stage: ProgressStage, now: datetime) -> Task:
     """The task's row, locked; a new task starts as a row with seq 0 that the caller fills in."""
-    task = _locked(task_id, fields)
+    task = rows.lock(task_id, _PROGRESS_READS)
     if task is not None:
         return task
     try:
-        with transaction.atomic():  # a savepoint: on PostgreSQL two first reports may race here
+        with transaction.atomic(using=rows.using()):  # a savepoint: two first reports may race here
             Task.objects.create(task_id=task_id, stage=stage.value, created_at=now, updated_at=now)
     except IntegrityError:
         pass
-    task = _locked(task_id, fields)
+    task = rows.lock(task_id, _PROGRESS_READS)
     assert task is not None
     return task
 
@@ -248,8 +189,8 @@ def record_progress(
     now, now_ts = utcnow(), time.time()
     if stage is ProgressStage.COMPLETE:
         percentage = 100
-    with transaction.atomic():
-        task = _lock_or_create(task_id, stage, now, _PROGRESS_READS)
+    with transaction.atomic(using=rows.using()):
+        task = _lock_or_create(task_id, stage, now)
         if task.seq == 0:
             verdict = Verdict.BROADCAST
         else:
@@ -272,19 +213,21 @@ def record_progress(
         task.updated_at = now
         if stage is ProgressStage.COMPLETE:
             task.status = TaskStatus.COMPLETE.value
-        if stage not in _PRE_JOB_STAGES:
+        writes: tuple[str, ...] = _PROGRESS_WRITES
+        if stage not in _PRE_JOB_STAGES:  # pre-job stages start no liveness clock
             task.heartbeat_at = now
+            writes = (*writes, "heartbeat_at")
         send = flush_at = None
         if verdict is Verdict.BROADCAST:
             text = _progress_frame(task, now)
             send = _fan_out(task, text, now_ts, final=stage is ProgressStage.COMPLETE)
-            _save_progress(task)
+            rows.write(task, writes)
             if stage_changed:
                 _event(task, text, stage, now)
         else:
             assert task.broadcast_at is not None  # COALESCE is only judged after a fan-out
             flush_at = task.broadcast_at + min_interval
-            _save_progress(task)
+            rows.write(task, writes)
     return Outcome(verdict, task.seq, send, flush_at)
 
 
@@ -298,7 +241,7 @@ def record_error(
 ) -> Outcome:
     """Fail a running task: stored, given a seq, and sent as the final message."""
     now, now_ts = utcnow(), time.time()
-    with transaction.atomic():
+    with transaction.atomic(using=rows.using()):
         task = _lock_or_create(task_id, ProgressStage.QUEUED, now)
         if task.seq > 0:
             verdict = judge_error(_current(task), attempt=attempt)
@@ -320,7 +263,7 @@ def record_error(
             timestamp=now,
         ).model_dump_json()
         send = _fan_out(task, text, now_ts, final=True)
-        task.save()
+        rows.write(task, ("seq", "status", *_ERROR_FIELDS, "updated_at", *_SENT))
         _event(task, text, None, now)
     # The whole detail stays here and in the row; watchers get public_detail() of it.
     log.info("progress: task %s failed: %s; detail: %s", task_id, error_code, technical_detail)
@@ -330,8 +273,8 @@ def record_error(
 def restart(task_id: str, message: str | None = None) -> Outcome | None:
     """Start a new attempt of a failed task: back to queued, seq still rising; None if not failed."""
     now, now_ts = utcnow(), time.time()
-    with transaction.atomic():
-        task = _locked(task_id)
+    with transaction.atomic(using=rows.using()):
+        task = rows.lock(task_id, _PROGRESS_READS)
         if task is None or task.status != TaskStatus.FAILED.value:
             return None
         task.seq += 1
@@ -345,7 +288,7 @@ def restart(task_id: str, message: str | None = None) -> Outcome | None:
         task.updated_at = now
         text = _progress_frame(task, now)
         send = _fan_out(task, text, now_ts)
-        task.save()
+        rows.write(task, (*_PROGRESS_WRITES, "attempt", *_ERROR_FIELDS, "heartbeat_at"))
         _event(task, text, ProgressStage.QUEUED, now)
     return Outcome(Verdict.BROADCAST, task.seq, send)
 
@@ -353,8 +296,8 @@ def restart(task_id: str, message: str | None = None) -> Outcome | None:
 def flush(task_id: str, min_interval: float = 0.0) -> Outcome | None:
     """Send the state coalescing held back, once the rate allows; or say when to try again."""
     now_ts = time.time()
-    with transaction.atomic():
-        task = _locked(task_id)
+    with transaction.atomic(using=rows.using()):
+        task = rows.lock(task_id, (*_PROGRESS_READS, "updated_at"))
         if task is None or task.status != TaskStatus.RUNNING.value:
             return None
         if task.seq <= task.broadcast_seq:
@@ -363,16 +306,16 @@ def flush(task_id: str, min_interval: float = 0.0) -> Outcome | None:
             # Another report or flush went out meanwhile: sending now would exceed the rate.
             return Outcome(Verdict.COALESCE, task.seq, flush_at=task.broadcast_at + min_interval)
         send = _fan_out(task, _progress_frame(task, task.updated_at), now_ts)
-        task.save(update_fields=["broadcast_seq", "broadcast_at"])
+        rows.write(task, _SENT)
     return Outcome(Verdict.BROADCAST, task.seq, send)
 
 
 def beat(task_id: str, attempt: int | None = None) -> bool:
     """Record that a job is alive; False when the task is no longer running this attempt."""
-    rows = Task.objects.filter(task_id=task_id, status=TaskStatus.RUNNING.value)
+    running = Task.objects.filter(task_id=task_id, status=TaskStatus.RUNNING.value)
     if attempt is not None:
-        rows = rows.filter(attempt=attempt)
-    return rows.update(heartbeat_at=utcnow()) == 1
+        running = running.filter(attempt=attempt)
+    return running.update(heartbeat_at=utcnow()) == 1
 
 
 def stale_tasks(stale_after: float) -> list[tuple[str, int]]:
