@@ -13,7 +13,11 @@ from progress.timers import TimerWheel, resolution_for, wheel
 async def test_timers_fire_after_due_within_a_slot():
     loop = asyncio.get_running_loop()
     fired: dict[str, float] = {}
-    timers: TimerWheel[str] = TimerWheel(lambda name: fired.setdefault(name, loop.time()), 0.05)
+
+    def fire(name: str) -> None:
+        fired[name] = loop.time()
+
+    timers: TimerWheel[str] = TimerWheel(fire, 0.05)
     start = loop.time()
     timers.add(start + 0.1, "a")
     timers.add(start + 0.2, "b")
