@@ -21,10 +21,10 @@ from .schemas import (
     PongMessage,
     ProtocolErrorCode,
     ProtocolErrorMessage,
-    TaskStatus,
 )
 from .sender import bind_server_loop
 from .seqcheck import newest_seq
+from .snapshots import View, Views, views
 from .timers import TimerWheel, resolution_for, wheel
 
 log = logging.getLogger("progress")
@@ -41,9 +41,6 @@ CLOSE_NOT_FOUND = 4404
 """No such task, or the watcher may not see it: the two are not told apart."""
 CLOSE_LAYER_DOWN = 4503
 
-_snapshot = database_sync_to_async(store.snapshot)
-_terminal_frame = database_sync_to_async(store.terminal_frame)
-_catch_up = database_sync_to_async(store.catch_up)
 
 HEARTBEAT_TICK: dict[str, Any] = {"type": "heartbeat.tick"}
 """Put into a consumer's inbox by the heartbeat wheel, so the heartbeat goes out in turn with the rest."""
@@ -65,6 +62,8 @@ class TaskProgressConsumer(InboxConsumer):
     beat_slot: int | None = None
     """The slot of the process's heartbeat wheel this socket waits in (progress.timers), if any."""
     beat_wheel: TimerWheel[Inbox]
+    views: Views
+    """This process's kept views of watched tasks (progress.snapshots)."""
 
     async def layer_failed(self, message: dict[str, Any]) -> None:
         """Live delivery is broken: close with 4503, and the client resumes with ?last_seq."""
@@ -111,6 +110,9 @@ class TaskProgressConsumer(InboxConsumer):
         except Exception as exc:
             await self._layer_unavailable(exc)
             return
+        self.views = views()
+        self.views.watch(self.task_id)
+        self.watching = True
         await self.accept()
         resume_from, problem = self._resume_from()
         if problem:
@@ -152,38 +154,50 @@ class TaskProgressConsumer(InboxConsumer):
             return None, f"last_seq must be a non-negative integer, not {raw[:32]!r}; sent a snapshot"
         return int(raw), None
 
-    async def _send_snapshot(self) -> bool:
-        snapshot = await _snapshot(self.task_id)
-        if snapshot is None:
+    async def _send_snapshot(self, view: View | None = None) -> bool:
+        """Send the task's snapshot (and its terminal frame, then close, if it has ended)."""
+        if view is None:
+            view = await self.views.get(self.task_id)
+        if view is None:
             return False
-        await self.send(text_data=snapshot.model_dump_json())
-        self.last_seq = snapshot.seq
-        if snapshot.status is not TaskStatus.RUNNING:
+        await self.send(text_data=view.snapshot)
+        self.last_seq = view.seq
+        if view.final:
             # A late watcher of a finished task gets the terminal message too, then a normal close.
-            terminal = await _terminal_frame(self.task_id)
-            if terminal is not None:
-                await self.send(text_data=terminal)
+            if view.terminal is not None:
+                await self.send(text_data=view.terminal)
             await self._finish(CLOSE_NORMAL)
         return True
 
-    async def _catch_up(self) -> bool:
-        """Send every stage change and terminal message after last_seq, then the latest progress."""
-        result = await _catch_up(self.task_id, self.last_seq)
-        if result is None:
+    async def _catch_up(self, fresh: bool = False) -> bool:
+        """Send every stage change and terminal message after last_seq, then the latest progress.
+
+        ``fresh``: read the database, not the process's kept view (the heartbeat found it newer).
+        """
+        view = None if fresh else await self.views.get(self.task_id)
+        if view is None or self.last_seq > view.seq:
+            view = await self.views.fresh(self.task_id)
+        if view is None:
             return False
-        if self.last_seq > result.seq:
+        if self.last_seq > view.seq:
             # A seq from the future (another server's database, a forged value): start over
             # with a snapshot, which tells the client to forget the seq it had.
-            detail = f"last_seq {self.last_seq} is beyond this task's seq {result.seq}; sent a snapshot"
+            detail = f"last_seq {self.last_seq} is beyond this task's seq {view.seq}; sent a snapshot"
             await self._protocol_error(ProtocolErrorCode.BAD_LAST_SEQ, detail)
-            return await self._send_snapshot()
-        for seq, frame in result.frames:
-            if seq > self.last_seq and not self.finished:
+            return await self._send_snapshot(view)
+        for seq, frame in view.after(self.last_seq):
+            if not self.finished:
                 await self.send(text_data=frame)
                 self.last_seq = seq
-        if result.final:
+        if view.final:
             await self._finish(CLOSE_NORMAL)
         return True
+
+    def _pushed(self, message: dict[str, Any]) -> None:
+        # On arrival, not at dispatch: a socket joining meanwhile must not be sent an older view.
+        if message.get("type") == "task.event":
+            self.views.seen(self.task_id, message["seq"])
+        super()._pushed(message)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Route progress messages and heartbeats straight to their handler; the rest as Channels does."""
@@ -256,7 +270,7 @@ class TaskProgressConsumer(InboxConsumer):
         if self.finished or message["seq"] <= self.last_seq:
             return
         try:
-            await self._catch_up()
+            await self._catch_up(fresh=True)
         except Exception:
             log.exception("progress: could not catch task %s up after a heartbeat", self.task_id)
 
@@ -379,6 +393,9 @@ class TaskProgressConsumer(InboxConsumer):
         if getattr(self, "counted", False):
             self.counted = False
             open_sockets.release(self.client)
+        if getattr(self, "watching", False):
+            self.watching = False
+            self.views.unwatch(self.task_id)
         if hasattr(self, "group"):
             try:
                 await self.channel_layer.group_discard(self.group, self.channel_name)

@@ -137,7 +137,8 @@ def _current(task: Task) -> Current:
     )
 
 
-def _progress_frame(task: Task, timestamp: datetime) -> str:
+def progress_frame(task: Task, timestamp: datetime) -> str:
+    """The ProgressMessage frame of a task's current state."""
     return ProgressMessage(
         task_id=task.task_id,
         seq=task.seq,
@@ -219,7 +220,7 @@ def record_progress(
             writes = (*writes, "heartbeat_at")
         send = flush_at = None
         if verdict is Verdict.BROADCAST:
-            text = _progress_frame(task, now)
+            text = progress_frame(task, now)
             send = _fan_out(task, text, now_ts, final=stage is ProgressStage.COMPLETE)
             rows.write(task, writes)
             if stage_changed:
@@ -286,7 +287,7 @@ def restart(task_id: str, message: str | None = None) -> Outcome | None:
         task.error_code = task.user_message = task.technical_detail = None
         task.heartbeat_at = None
         task.updated_at = now
-        text = _progress_frame(task, now)
+        text = progress_frame(task, now)
         send = _fan_out(task, text, now_ts)
         rows.write(task, (*_PROGRESS_WRITES, "attempt", *_ERROR_FIELDS, "heartbeat_at"))
         _event(task, text, ProgressStage.QUEUED, now)
@@ -305,7 +306,7 @@ def flush(task_id: str, min_interval: float = 0.0) -> Outcome | None:
         if task.broadcast_at is not None and now_ts < task.broadcast_at + min_interval:
             # Another report or flush went out meanwhile: sending now would exceed the rate.
             return Outcome(Verdict.COALESCE, task.seq, flush_at=task.broadcast_at + min_interval)
-        send = _fan_out(task, _progress_frame(task, task.updated_at), now_ts)
+        send = _fan_out(task, progress_frame(task, task.updated_at), now_ts)
         rows.write(task, _SENT)
     return Outcome(Verdict.BROADCAST, task.seq, send)
 
@@ -340,6 +341,11 @@ def snapshot(task_id: str) -> SnapshotMessage | None:
         .order_by("seq")
         .values_list("seq", "attempt", "stage", "created_at")
     ]
+    return snapshot_message(task, history)
+
+
+def snapshot_message(task: Task, history: list[StageTransition]) -> SnapshotMessage:
+    """A task's SnapshotMessage, from its row and its stage history."""
     error = None
     if task.status == TaskStatus.FAILED.value:
         error = TaskError(
@@ -391,5 +397,5 @@ def catch_up(task_id: str, after_seq: int) -> CatchUp | None:
             final = stage is None or stage == ProgressStage.COMPLETE.value
     if task.seq > last:
         # Progress within a stage is not kept as events: the latest value stands for them all.
-        frames.append((task.seq, _progress_frame(task, task.updated_at)))
+        frames.append((task.seq, progress_frame(task, task.updated_at)))
     return CatchUp(frames, max(task.seq, frames[-1][0] if frames else 0), final)

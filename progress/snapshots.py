@@ -1,0 +1,144 @@
+"""What a connecting or resuming watcher is sent, read once per task per process and kept while watched.
+
+A connect used to read the task and its history from the database for every socket, queued on
+Django's one thread-sensitive worker: after a deploy, every browser reconnecting at once waited in
+that queue. Now a process reads a task once (off that worker, one read shared by the sockets that
+ask at the same time) and keeps the result while any consumer of this process is in the task's
+group. Being in the group, the process receives every message published for the task after the
+read: a newer one drops the kept view (``seen()``), so no watcher is sent a state older than what
+the process has already been told. A resume that claims more than the view knows reads afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+
+from . import store
+from .models import Task, TaskEvent
+from .schemas import ProgressStage, StageTransition, TaskStatus
+from .sender import db_call
+
+
+@dataclass(frozen=True)
+class View:
+    """Everything a watcher of a task may be sent, read at one seq."""
+
+    seq: int
+    final: bool
+    snapshot: str
+    """The SnapshotMessage frame."""
+    terminal: str | None
+    """The frame that ended the task (completion or error), if it has ended."""
+    frames: tuple[tuple[int, str], ...]
+    """Stage changes and the terminal frame, then the latest progress if newer, oldest first."""
+
+    def after(self, seq: int) -> list[tuple[int, str]]:
+        """What a watcher that has seen up to ``seq`` still needs, in order."""
+        return [frame for frame in self.frames if frame[0] > seq]
+
+
+def read(task_id: str) -> View | None:
+    """A task's view from the database (two queries); None for a task nobody reported."""
+    task = Task.objects.filter(pk=task_id).first()
+    if task is None:
+        return None
+    events = list(
+        TaskEvent.objects.filter(task_id=task_id, seq__lte=task.seq)
+        .order_by("seq")
+        .values_list("seq", "attempt", "stage", "created_at", "payload")
+    )
+    history = [
+        StageTransition(seq=seq, attempt=attempt, stage=ProgressStage(stage), timestamp=when)
+        for seq, attempt, stage, when, _ in events
+        if stage is not None
+    ]
+    final = task.status != TaskStatus.RUNNING.value
+    frames = [(seq, payload) for seq, _, _, _, payload in events]
+    if not frames or task.seq > frames[-1][0]:
+        # Progress within a stage is not kept as events: the latest value stands for them all.
+        frames.append((task.seq, store.progress_frame(task, task.updated_at)))
+    return View(
+        seq=task.seq,
+        final=final,
+        snapshot=store.snapshot_message(task, history).model_dump_json(),
+        terminal=events[-1][4] if final and events else None,
+        frames=tuple(frames),
+    )
+
+
+class Views:
+    """One process's kept views, for the tasks its consumers watch."""
+
+    def __init__(self) -> None:
+        self.watchers: dict[str, int] = {}
+        self.kept: dict[str, View] = {}
+        self.reads: dict[str, asyncio.Future[View | None]] = {}
+        self.stale: set[str] = set()
+        """Tasks whose read in flight may be older than a message that arrived meanwhile."""
+
+    def watch(self, task_id: str) -> None:
+        """A consumer of this process joined the task's group."""
+        self.watchers[task_id] = self.watchers.get(task_id, 0) + 1
+
+    def unwatch(self, task_id: str) -> None:
+        """A consumer left the task's group: with none left, messages stop arriving, so the view goes."""
+        left = self.watchers.get(task_id, 0) - 1
+        if left > 0:
+            self.watchers[task_id] = left
+            return
+        self.watchers.pop(task_id, None)
+        self.kept.pop(task_id, None)
+
+    def seen(self, task_id: str, seq: int) -> None:
+        """A message of the task arrived in this process: a kept view older than it is dropped."""
+        view = self.kept.get(task_id)
+        if view is not None and seq > view.seq:
+            del self.kept[task_id]
+        if task_id in self.reads:
+            self.stale.add(task_id)
+
+    async def get(self, task_id: str) -> View | None:
+        """The task's view: kept, or read once for every consumer that asks meanwhile."""
+        view = self.kept.get(task_id)
+        if view is not None:
+            return view
+        pending = self.reads.get(task_id)
+        if pending is None:
+            pending = self.reads[task_id] = asyncio.ensure_future(self._read(task_id))
+        return await asyncio.shield(pending)
+
+    async def _read(self, task_id: str) -> View | None:
+        self.stale.discard(task_id)
+        try:
+            # Off Django's thread-sensitive worker: a connect storm must not queue behind one thread.
+            view: View | None = await sync_to_async(db_call, thread_sensitive=False)(read, task_id)
+        finally:
+            del self.reads[task_id]
+        if view is not None and task_id in self.watchers and task_id not in self.stale:
+            self.kept[task_id] = view
+        self.stale.discard(task_id)
+        return view
+
+    async def fresh(self, task_id: str) -> View | None:
+        """The task's view read now, for a watcher that claims to have seen more than the kept one."""
+        view: View | None = await sync_to_async(db_call, thread_sensitive=False)(read, task_id)
+        kept = self.kept.get(task_id)
+        if view is not None and kept is not None and view.seq > kept.seq:
+            del self.kept[task_id]  # behind the database (a message lost on the way): read it again
+        return view
+
+
+_views: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Views] = weakref.WeakKeyDictionary()
+
+
+def views() -> Views:
+    """The running loop's views (one per server process)."""
+    loop = asyncio.get_running_loop()
+    found = _views.get(loop)
+    if found is None:
+        found = _views[loop] = Views()
+    return found

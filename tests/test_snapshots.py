@@ -1,0 +1,177 @@
+"""Kept views: one database read per task per process, dropped by anything newer, same frames as the store."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from progress import areport_progress, snapshots, store
+from progress.schemas import ProgressMessage, SnapshotMessage
+from progress.snapshots import Views
+from tests.conftest import receive, watching
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The task ids ``snapshots.read`` is called with (the database reads)."""
+    calls: list[str] = []
+    real = snapshots.read
+
+    def counted(task_id: str) -> snapshots.View | None:
+        calls.append(task_id)
+        return real(task_id)
+
+    monkeypatch.setattr(snapshots, "read", counted)
+    return calls
+
+
+async def reported(task_id: str = "job1") -> None:
+    await areport_progress(task_id, "queued", 0)
+    await areport_progress(task_id, "transcribing", 10)
+    await areport_progress(task_id, "transcribing", 20)
+    await areport_progress(task_id, "aligning", 30)
+    await areport_progress(task_id, "aligning", 40)
+
+
+async def test_snapshots_read_unknown_is_none():
+    assert await sync_to_async(snapshots.read)("nobody") is None
+
+
+async def test_snapshots_view_matches_the_store():
+    await reported()
+    view = await sync_to_async(snapshots.read)("job1")
+    snapshot = await sync_to_async(store.snapshot)("job1")
+    assert view is not None
+    assert snapshot is not None
+    assert view.snapshot == snapshot.model_dump_json()
+    assert (view.seq, view.final, view.terminal) == (5, False, None)
+    for seen in range(7):
+        expected = await sync_to_async(store.catch_up)("job1", seen)
+        assert expected is not None
+        assert view.after(seen) == expected.frames
+
+
+async def test_snapshots_view_of_finished_task_has_terminal():
+    await reported()
+    await areport_progress("job1", "complete", 100)
+    view = await sync_to_async(snapshots.read)("job1")
+    assert view is not None
+    assert view.final
+    assert view.terminal == await sync_to_async(store.terminal_frame)("job1")
+
+
+async def test_snapshots_kept_while_watched_one_read(reads):
+    await reported()
+    views = Views()
+    views.watch("job1")
+    got = await asyncio.gather(*(views.get("job1") for _ in range(20)))
+    assert reads == ["job1"]
+    assert all(view is got[0] for view in got)
+    assert await views.get("job1") is got[0]
+    assert reads == ["job1"]
+
+
+async def test_snapshots_not_kept_unwatched(reads):
+    await reported()
+    views = Views()
+    await views.get("job1")
+    await views.get("job1")
+    assert reads == ["job1", "job1"]
+
+
+async def test_snapshots_newer_message_drops_the_view(reads):
+    await reported()
+    views = Views()
+    views.watch("job1")
+    first = await views.get("job1")
+    assert first is not None
+    views.seen("job1", first.seq)  # not newer: kept
+    assert await views.get("job1") is first
+    await areport_progress("job1", "aligning", 50)
+    views.seen("job1", first.seq + 1)
+    second = await views.get("job1")
+    assert second is not None
+    assert second.seq == first.seq + 1
+    assert reads == ["job1", "job1"]
+
+
+async def test_snapshots_message_during_read_not_kept(reads, monkeypatch):
+    await reported()
+    views = Views()
+    views.watch("job1")
+    started = asyncio.Event()
+    release = asyncio.Event()
+    real = snapshots.read
+    loop = asyncio.get_running_loop()
+
+    def slow(task_id: str) -> snapshots.View | None:
+        loop.call_soon_threadsafe(started.set)
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(5)
+        return real(task_id)
+
+    monkeypatch.setattr(snapshots, "read", slow)
+    reading = asyncio.create_task(views.get("job1"))
+    await started.wait()
+    views.seen("job1", 99)  # arrived while the read was in flight: the read may predate it
+    release.set()
+    assert await reading is not None
+    assert views.kept == {}
+
+
+async def test_snapshots_last_unwatch_drops_the_view():
+    await reported()
+    views = Views()
+    views.watch("job1")
+    views.watch("job1")
+    await views.get("job1")
+    views.unwatch("job1")
+    assert "job1" in views.kept
+    views.unwatch("job1")
+    assert views.kept == {}
+    assert views.watchers == {}
+
+
+async def test_snapshots_second_watcher_connects_without_a_read(reads):
+    await reported()
+    async with watching("/ws/tasks/job1/") as first:
+        assert isinstance(await receive(first), SnapshotMessage)
+        async with watching("/ws/tasks/job1/") as second:
+            snapshot = await receive(second)
+            assert isinstance(snapshot, SnapshotMessage)
+            assert snapshot.seq == 5
+            await areport_progress("job1", "aligning", 60)
+            for client in (first, second):
+                live = await receive(client)
+                assert isinstance(live, ProgressMessage)
+                assert live.seq == 6
+    assert reads == ["job1"]
+
+
+async def test_snapshots_resume_from_the_kept_view(reads):
+    await reported()
+    async with watching("/ws/tasks/job1/") as first:
+        await receive(first)
+        async with watching("/ws/tasks/job1/?last_seq=2") as resumed:
+            got: list[Any] = [await receive(resumed) for _ in range(2)]
+            assert [m.seq for m in got] == [4, 5]  # the stage change to aligning, then the latest
+            assert await resumed.receive_nothing(0.2)
+    assert reads == ["job1"]
+
+
+async def test_snapshots_resume_ahead_of_the_view_reads_afresh(reads):
+    await reported()
+    async with watching("/ws/tasks/job1/") as first:
+        await receive(first)
+        async with watching("/ws/tasks/job1/?last_seq=5") as resumed:
+            assert await resumed.receive_nothing(0.2)
+        async with watching("/ws/tasks/job1/?last_seq=9") as ahead:
+            got = [await receive(ahead), await receive(ahead)]
+            snapshot = got[-1]
+            assert isinstance(snapshot, SnapshotMessage)  # after the protocol error that says why
+            assert snapshot.seq == 5
+    assert reads == ["job1", "job1"]
