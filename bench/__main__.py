@@ -28,6 +28,8 @@ FULL_SERVERS = {
     "C": [*BASELINES, CHOSEN],
     "D": [*BASELINES, CHOSEN],
     "E": ["pubsub 200/s", "pubsub flat out", "core 200/s", "core flat out"],
+    "F": ["dict", CHOSEN],
+    "G": ["dict", CHOSEN],
 }
 QUICK_SERVERS = {
     "A": [*BASELINES, CHOSEN],
@@ -35,6 +37,8 @@ QUICK_SERVERS = {
     "C": [*BASELINES, CHOSEN],
     "D": [*BASELINES, CHOSEN],
     "E": ["pubsub 200/s", "pubsub flat out"],
+    "F": ["dict", CHOSEN],
+    "G": ["dict", CHOSEN],
 }
 
 
@@ -42,7 +46,7 @@ def run(
     sizes: workloads.Sizes, servers: dict[str, list[str]], only: str, workdir: Path
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Run the selected workloads on every selected server; a failed cell records its error."""
-    results: dict[str, dict[str, dict[str, Any]]] = {w: {} for w in "ABCDE" if w in only}
+    results: dict[str, dict[str, dict[str, Any]]] = {w: {} for w in "ABCDEFG" if w in only}
     stack = Stack(workdir)
     s = sizes
     # The three fan-out workloads differ only in shape: tasks, watchers each, updates and pace.
@@ -81,6 +85,23 @@ def run(
                             hold=s.d_hold,
                             clients=s.clients,
                         )
+                    elif workload == "F":
+                        r = workloads.storm(
+                            stack,
+                            kind,
+                            name,
+                            conns=s.f_conns,
+                            tasks=s.f_tasks,
+                            count=s.f_count,
+                            rate=s.f_rate,
+                            lead=s.f_lead,
+                            clients=s.clients,
+                            drain=s.drain,
+                        )
+                    elif workload == "G":
+                        r = workloads.churn(
+                            stack, kind, name, conns=s.g_conns, rounds=s.g_rounds, tasks=s.d_tasks
+                        )
                     else:
                         r = workloads.report_cost(stack, kind, name, calls=s.e_calls)
                 except Exception as exc:
@@ -98,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run, print the table (and the figures as JSON with --json)."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one product server (CI)")
-    parser.add_argument("--only", default="ABCDE", help="workloads to run, e.g. AB")
+    parser.add_argument("--only", default="ABCDEFG", help="workloads to run, e.g. AB")
     parser.add_argument("--servers", help="comma-separated server kinds for A-D (default: per workload)")
     parser.add_argument(
         "--set", action="append", default=[], metavar="SIZE=N", help="override a size, e.g. d_conns=3000"
@@ -114,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     servers = dict(QUICK_SERVERS if args.quick else FULL_SERVERS)
     if args.servers:
         chosen = args.servers.split(",")
-        servers.update({w: chosen for w in "ABCD"})
+        servers.update({w: chosen for w in "ABCDFG"})
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     started = time.monotonic()
     try:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import random
 import re
 import resource
 import sys
@@ -29,6 +30,10 @@ ORIGIN = Origin("http://127.0.0.1")
 _PROGRESS = re.compile(rb'^\{"type":"progress".*?"seq":(\d+).*?"message":"t=([0-9.]+)"')
 _COMPLETE = b'"stage":"complete"'
 _HEARTBEAT = b'{"type":"heartbeat"'
+_SNAPSHOT = re.compile(rb'^\{"type":"snapshot".*?"seq":(\d+)')
+_STAGE = re.compile(rb'"stage":"(\w+)"')
+# Closes after which a client goes back at once (with jitter), as progress/static/progress/client.js does.
+_RESTART_CODES = (1012, 4012)
 
 
 @dataclass
@@ -40,6 +45,12 @@ class Watcher:
     disorder: int = 0
     final: bool = False
     heartbeats: list[float] = field(default_factory=list)
+    stages: set[str] = field(default_factory=set)
+    """Stages of the progress frames received (live or caught up), for the reconnect storm."""
+    dropped_at: float = 0.0
+    back_at: float = 0.0
+    """When the socket first dropped, and when its last reconnect was accepted (reconnect storm)."""
+    reconnects: int = 0
 
 
 @dataclass
@@ -52,34 +63,61 @@ class Totals:
 
 
 async def _listen(
+    ws: ClientConnection,
+    w: Watcher,
+    t: Totals,
+    all_final: asyncio.Event,
+    left: list[int],
+    reopen: Any = None,
+) -> None:
+    """Read one watcher's frames; with ``reopen``, reconnect after every close until its final frame."""
+    while True:
+        with contextlib.suppress(ConnectionClosed):
+            await _read(ws, w, t, all_final, left)
+        if reopen is None or w.final:
+            return
+        if not w.dropped_at:
+            w.dropped_at = time.time()
+        ws = await reopen(ws.close_code)
+        w.back_at = time.time()
+        w.reconnects += 1
+
+
+async def _read(
     ws: ClientConnection, w: Watcher, t: Totals, all_final: asyncio.Event, left: list[int]
 ) -> None:
-    try:
-        while True:
-            data = await ws.recv(decode=False)
-            now = time.time()
-            assert isinstance(data, bytes)
-            m = _PROGRESS.match(data)
-            if m is not None:
-                seq = int(m.group(1))
-                if seq <= w.last_seq:
-                    w.disorder += 1
-                    continue
-                w.last_seq = seq
-                w.received += 1
+    while True:
+        data = await ws.recv(decode=False)
+        now = time.time()
+        assert isinstance(data, bytes)
+        m = _PROGRESS.match(data)
+        if m is not None:
+            seq = int(m.group(1))
+            if seq <= w.last_seq:
+                w.disorder += 1
+                continue
+            w.last_seq = seq
+            w.received += 1
+            stage = _STAGE.search(data)
+            if stage is not None:
+                w.stages.add(stage.group(1).decode())
+            if not w.dropped_at:  # caught-up frames after a reconnect carry old publish times
                 t.latencies_us.append(int((now - float(m.group(2))) * 1e6))
-                if not t.first:
-                    t.first = now
-                t.last = now
-                if _COMPLETE in data and not w.final:
-                    w.final = True
-                    left[0] -= 1
-                    if left[0] == 0:
-                        all_final.set()
-            elif data.startswith(_HEARTBEAT):
-                w.heartbeats.append(now)
-    except ConnectionClosed:
-        pass
+            if not t.first:
+                t.first = now
+            t.last = now
+            if _COMPLETE in data and not w.final:
+                w.final = True
+                left[0] -= 1
+                if left[0] == 0:
+                    all_final.set()
+                return
+        elif data.startswith(_HEARTBEAT):
+            w.heartbeats.append(now)
+        else:
+            snap = _SNAPSHOT.match(data)
+            if snap is not None:
+                w.last_seq = max(w.last_seq, int(snap.group(1)))
 
 
 async def run(config: dict[str, Any]) -> dict[str, Any]:
@@ -95,6 +133,34 @@ async def run(config: dict[str, Any]) -> dict[str, Any]:
     failed: list[str] = []
     connected_at: list[float] = [0.0] * len(urls)
     synced = bool(config.get("synced"))
+    resume = bool(config.get("resume"))
+
+    async def reopener(i: int) -> Any:
+        """Reconnect watcher ``i``: at once with jitter after a restart close, then with backoff."""
+
+        async def reopen(code: int | None) -> ClientConnection:
+            delay = random.uniform(0, 0.5) if code in _RESTART_CODES else random.uniform(0, 0.25)
+            attempt = 0
+            while True:
+                await asyncio.sleep(delay)
+                url = urls[i]
+                if resume:  # the product: resume from the last seq seen, as the browser client does
+                    url += ("&" if "?" in url else "?") + f"last_seq={watchers[i].last_seq}"
+                try:
+                    return await connect(
+                        url,
+                        origin=ORIGIN,
+                        compression=None,
+                        ping_interval=None,
+                        open_timeout=60,
+                        max_queue=None,
+                        close_timeout=1,
+                    )
+                except Exception:
+                    attempt += 1
+                    delay = random.uniform(0, min(4.0, 0.25 * 2**attempt))
+
+        return reopen
 
     async def open_one(i: int) -> None:
         async with gate:
@@ -121,7 +187,8 @@ async def run(config: dict[str, Any]) -> dict[str, Any]:
                     return
         sockets[i] = ws
         connected_at[i] = time.time()
-        listeners.append(asyncio.create_task(_listen(ws, watchers[i], totals, all_final, left)))
+        reopen = await reopener(i) if config.get("reconnect") else None
+        listeners.append(asyncio.create_task(_listen(ws, watchers[i], totals, all_final, left, reopen)))
 
     started = time.time()
     await asyncio.gather(*(open_one(i) for i in range(len(urls))))
@@ -156,6 +223,10 @@ async def run(config: dict[str, Any]) -> dict[str, Any]:
         "heartbeats": sum(len(w.heartbeats) for w in watchers),
         "max_heartbeat_gaps": gaps,
         "latencies_us": totals.latencies_us,
+        "stages": [sorted(w.stages) for w in watchers],
+        "dropped_at": [w.dropped_at for w in watchers],
+        "back_at": [w.back_at for w in watchers],
+        "reconnects": sum(w.reconnects for w in watchers),
         "first": totals.first,
         "last": totals.last,
     }

@@ -9,6 +9,7 @@ publish time, ``t=<epoch seconds>``, which the load clients subtract from the ar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -32,11 +33,18 @@ def schedule(tasks: list[str], count: int, rate: float) -> list[tuple[float, str
     return plan
 
 
-def update(i: int, count: int) -> tuple[str, int]:
-    """Stage and percentage of update i: transcribing, rising, then complete."""
+def update(i: int, count: int, staged: bool = False) -> tuple[str, int]:
+    """Stage and percentage of update i: transcribing (``staged``: aligning, diarizing too), then complete."""
     if i == count:
         return "complete", 100
-    return "transcribing", min(99, i * 100 // count)
+    stage = "transcribing"
+    if staged:
+        stage = STAGED[min(len(STAGED) - 1, (i - 1) * len(STAGED) // max(1, count - 1))]
+    return stage, min(99, i * 100 // count)
+
+
+STAGED = ("transcribing", "aligning", "diarizing")
+"""The stages a ``staged`` run passes through before complete: a watcher must see every one."""
 
 
 def _summary(costs_ns: list[int], started: float, lag: float, cpu_s: float) -> dict[str, Any]:
@@ -81,12 +89,24 @@ def run_product(config: dict[str, Any]) -> dict[str, Any]:
             time.sleep(delay)
         else:
             lag = max(lag, -delay)
-        stage, pct = update(i, config["count"])
+        stage, pct = update(i, config["count"], bool(config.get("staged")))
         before = time.perf_counter_ns()
         report_progress(task, stage, pct, f"t={time.time():.6f}")
         costs.append(time.perf_counter_ns() - before)
     publish.wait_until_sent(60)
     return _summary(costs, started, lag, time.process_time() - cpu)
+
+
+async def _reconnect(url: str) -> Any:
+    """A publishing socket to a baseline server that is restarting: retried for up to a minute."""
+    from websockets.asyncio.client import connect
+
+    for _ in range(600):
+        try:
+            return await connect(url, origin=ORIGIN, compression=None)
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"could not reconnect to {url}")
 
 
 async def run_ws(config: dict[str, Any]) -> dict[str, Any]:
@@ -111,7 +131,7 @@ async def run_ws(config: dict[str, Any]) -> dict[str, Any]:
             lag = max(lag, -delay)
             if n % 50 == 0:
                 await asyncio.sleep(0)  # let the sockets' writes proceed when sending flat out
-        stage, pct = update(i, config["count"])
+        stage, pct = update(i, config["count"], bool(config.get("staged")))
         before = time.perf_counter_ns()
         text = json.dumps(
             {
@@ -126,11 +146,16 @@ async def run_ws(config: dict[str, Any]) -> dict[str, Any]:
             },
             separators=(",", ":"),
         )
-        await sockets[task].send(text)
+        try:
+            await sockets[task].send(text)
+        except Exception:  # the server restarted (workload F): reconnect and send again
+            sockets[task] = await _reconnect(f"{base_url}/pub/{task}/")
+            await sockets[task].send(text)
         costs.append(time.perf_counter_ns() - before)
     cpu = time.process_time() - cpu
     for ws in sockets.values():
-        await ws.close()
+        with contextlib.suppress(Exception):
+            await ws.close()
     return _summary(costs, started, lag, cpu)
 
 

@@ -43,9 +43,30 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("calls_per_s", "calls/s", "{:,.0f}"),
         ("cpu_us_per_call", "CPU µs/call", "{:.0f}"),
     ],
+    "F": [
+        ("connected", "conns", "{:d}"),
+        ("restart_s", "restart s", "{:.1f}"),
+        ("storm_s", "all back s", "{:.1f}"),
+        ("resumed", "back", "{:d}"),
+        ("reconnects", "reconnects", "{:d}"),
+        ("stages_missed", "stages missed", "{:d}"),
+    ],
+    "G": [
+        ("rss_before_mb", "RSS before MB", "{:.0f}"),
+        ("rss_first_mb", "after 1st MB", "{:.0f}"),
+        ("rss_last_mb", "after last MB", "{:.0f}"),
+        ("growth_pct", "growth %", "{:.1f}"),
+    ],
 }
 # The figure each workload is judged by, compared with the baselines as a ratio.
-KEY = {"A": "p99_ms", "B": "msgs_per_s", "C": "p99_ms", "D": "kb_per_conn"}
+KEY = {
+    "A": "p99_ms",
+    "B": "msgs_per_s",
+    "C": "p99_ms",
+    "D": "kb_per_conn",
+    "F": "storm_s",
+    "G": "rss_last_mb",
+}
 TITLES = {
     "A": "A  1 task x {a_watchers} watchers, {a_rate:g} updates/s, {a_count} updates "
     "(target p99 < 50 ms, 0 lost)",
@@ -55,6 +76,10 @@ TITLES = {
     "D": "D  {d_conns} idle sockets on one process, heartbeat every {d_heartbeat:g} s, held {d_hold:g} s "
     "(target < 30 KB/conn)",
     "E": "E  one sync report_progress call, durable write included, {e_calls} calls (target p99 < 1000 µs)",
+    "F": "F  reconnect storm: {f_conns} sockets on {f_tasks} tasks, the server restarted while they pass "
+    "their stages (target 0 stages missed)",
+    "G": "G  memory under churn: {g_rounds} rounds of {g_conns} sockets connecting and closing "
+    "(target: last round within 10% of the first)",
 }
 
 

@@ -143,9 +143,11 @@ class Stack:
         """Create the benchmark's SQLite database."""
         subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=self.env(), check=True)
 
-    def server(self, kind: str, heartbeat: float = 3600) -> tuple[subprocess.Popen[bytes], str]:
-        """Start one server of ``kind``; returns the process and its ws:// base URL."""
-        port = free_port()
+    def server(
+        self, kind: str, heartbeat: float = 3600, port: int = 0
+    ) -> tuple[subprocess.Popen[bytes], str]:
+        """Start one server of ``kind`` (on ``port``, or a free one): the process and its ws:// URL."""
+        port = port or free_port()
         hb = str(heartbeat)
         if kind == "broadcast":
             env = dict(os.environ, PYTHONPATH=str(ROOT), HEARTBEAT_INTERVAL=hb)
@@ -188,16 +190,21 @@ class Stack:
         self.counter += 1
         return self.workdir / f"{proc_kind}-{self.counter}.json"
 
-    def load(self, urls: list[str], concurrency: int = 100, synced: bool = False) -> subprocess.Popen[bytes]:
+    def load(
+        self, urls: list[str], concurrency: int = 100, synced: bool = False, **options: bool
+    ) -> subprocess.Popen[bytes]:
         """A load-client process holding these watcher URLs; ``wait_ready`` until it has connected.
 
         ``synced``: a watcher counts as connected once its first frame (the snapshot) arrived.
+        ``reconnect``: a closed socket connects again (``resume``: with ``?last_seq=``).
         """
         out = self._out("load")
         # Through a file: 10,000 URLs exceed the kernel's limit on one argument.
         config = out.with_suffix(".config")
         config.write_text(
-            json.dumps({"urls": urls, "concurrency": concurrency, "synced": synced, "out": str(out)})
+            json.dumps(
+                {"urls": urls, "concurrency": concurrency, "synced": synced, "out": str(out), **options}
+            )
         )
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         proc = self._spawn(

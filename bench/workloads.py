@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .stack import Stack, cpu_seconds, is_baseline, rss_kb
+from .stack import Stack, cpu_seconds, free_port, is_baseline, rss_kb
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,13 @@ class Sizes:
     d_heartbeat: float = 5
     d_hold: float = 12
     e_calls: int = 1000
+    f_conns: int = 10_000
+    f_tasks: int = 1000
+    f_count: int = 8
+    f_rate: float = 0.5
+    f_lead: float = 3
+    g_conns: int = 3000
+    g_rounds: int = 10
     clients: int = 2
     drain: float = 30
 
@@ -42,6 +49,13 @@ QUICK = Sizes(
     d_heartbeat=0.5,
     d_hold=1.5,
     e_calls=100,
+    f_conns=200,
+    f_tasks=20,
+    f_count=4,
+    f_rate=1,
+    f_lead=1.5,
+    g_conns=200,
+    g_rounds=3,
     drain=10,
 )
 
@@ -205,4 +219,96 @@ def report_cost(stack: Stack, kind: str, name: str, *, calls: int) -> dict[str, 
         "max_us": pct(costs, 100),
         "calls_per_s": len(costs) / max(1e-6, made["end"] - made["start"]),
         "cpu_us_per_call": made["cpu_us_per_call"],
+    }
+
+
+def storm(
+    stack: Stack,
+    kind: str,
+    name: str,
+    *,
+    conns: int,
+    tasks: int,
+    count: int,
+    rate: float,
+    lead: float,
+    clients: int = 2,
+    drain: float = 60,
+) -> dict[str, Any]:
+    """``conns`` watchers of ``tasks`` tasks; the server is restarted while the tasks pass their stages.
+
+    Every client reconnects with jitter and backoff (the product's with ``?last_seq=``). Figures: how
+    long from the restart until every socket was back, and the stages that some watcher never saw.
+    """
+    baseline = is_baseline(kind)
+    port = free_port()
+    proc, base = stack.server(kind, port=port)
+    try:
+        ids = [f"{name}-{kind.replace('+', '_')}-{i}" for i in range(tasks)]
+        query = _init_tasks(stack, kind, ids)
+        urls = [f"{base}/ws/tasks/{ids[i % tasks]}/{query[ids[i % tasks]]}" for i in range(conns)]
+        options = {"reconnect": True, "resume": not baseline}
+        loads = [
+            stack.load(chunk, concurrency=200, synced=not baseline, **options)
+            for chunk in _split(urls, clients)
+        ]
+        for load in loads:
+            stack.wait_ready(load)
+        env, target = (stack.env(), base) if baseline else (stack.env(kind.split("+")[1]), "product")
+        pubs = [
+            stack.produce(
+                {"target": target, "tasks": chunk, "count": count, "rate": rate, "staged": True}, env
+            )
+            for chunk in _split(ids, 2)
+        ]
+        time.sleep(lead)  # the first stage goes out to every watcher, then the deploy
+        restarted = time.time()
+        stack.stop(proc)  # SIGTERM: the product closes every socket with 1012 before it exits
+        proc, _ = stack.server(kind, port=port)
+        listening = time.time()
+        made = [stack.result(p) for p in pubs]
+        got = [stack.finish(load, drain) for load in loads]
+    finally:
+        stack.stop(proc)
+    back = [at for g in got for at in g["back_at"]]
+    stages = [set(s) for g in got for s in g["stages"]]
+    expected = {"transcribing", "aligning", "diarizing", "complete"}
+    return {
+        "watchers": conns,
+        "connected": sum(g["connected"] for g in got),
+        "restart_s": listening - restarted,
+        "resumed": sum(1 for at in back if at),
+        "storm_s": (max(back) if back and all(back) else time.time()) - restarted,
+        "reconnects": sum(g["reconnects"] for g in got),
+        "stages_missed": sum(len(expected - seen) for seen in stages),
+        "finals": sum(g["finals"] for g in got),
+        "producer_calls": sum(m["calls"] for m in made),
+    }
+
+
+def churn(stack: Stack, kind: str, name: str, *, conns: int, rounds: int, tasks: int) -> dict[str, Any]:
+    """``rounds`` times ``conns`` sockets connect (each gets its snapshot) and all close; RSS after each."""
+    procs = _servers(stack, kind, 1)
+    proc, base = procs[0]
+    try:
+        ids = [f"{name}-{kind.replace('+', '_')}-{i}" for i in range(tasks)]
+        query = _init_tasks(stack, kind, ids)
+        urls = [f"{base}/ws/tasks/{ids[i % tasks]}/{query[ids[i % tasks]]}" for i in range(conns)]
+        before = rss_kb(proc.pid)
+        after: list[int] = []
+        for _ in range(rounds):
+            load = stack.load(urls, concurrency=200, synced=not is_baseline(kind))
+            stack.wait_ready(load)
+            stack.finish(load, 0)
+            time.sleep(1.0)  # the server notices the closes and ends the consumers
+            after.append(rss_kb(proc.pid))
+    finally:
+        stack.stop(proc)
+    return {
+        "connected": conns,
+        "rss_before_mb": before / 1024,
+        "rss_first_mb": after[0] / 1024,
+        "rss_last_mb": after[-1] / 1024,
+        "growth_pct": 100 * (after[-1] - after[0]) / max(1, after[0]),
+        "rss_rounds_mb": [round(a / 1024, 1) for a in after],
     }
