@@ -110,7 +110,7 @@ class Stack:
             DEBUG="0",  # DEBUG keeps every SQL query in memory
             PROGRESS_MAX_UPDATES_PER_SECOND="0",
             PROGRESS_MAX_CONNECTIONS_PER_CLIENT="0",  # every watcher comes from one loopback address
-            PROGRESS_LOG_LEVEL="WARNING",
+            PROGRESS_LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         )
         env.setdefault("SECRET_KEY", self.secret_key)
         env.update(extra)

@@ -70,8 +70,20 @@ class TaskProgressConsumer(InboxConsumer):
         metrics.LAYER_ERRORS.inc()
         await self._finish(CLOSE_LAYER_DOWN)
 
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Refuse the handshake at once while this process stops; otherwise the consumer's loop."""
+        if shutdown.draining():
+            # Refused at the handshake, before any work: told "restart" instead, every client came
+            # straight back to this process while it closed its sockets, and kept it too busy to
+            # finish. A refused client backs off and reaches another process (or this one's successor).
+            if (await receive())["type"] == "websocket.connect":
+                await send({"type": "websocket.close"})
+            return
+        await super().__call__(scope, receive, send)
+
     async def connect(self) -> None:
         """Check the client may watch, join the task's group, then send what the watcher has not seen."""
+        self.views = views()
         bind_server_loop()
         self.task_id = self.scope["url_route"]["kwargs"]["task_id"]
         self.last_seq = 0
@@ -110,7 +122,6 @@ class TaskProgressConsumer(InboxConsumer):
         except Exception as exc:
             await self._layer_unavailable(exc)
             return
-        self.views = views()
         self.views.watch(self.task_id)
         self.watching = True
         await self.accept()

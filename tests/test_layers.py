@@ -360,3 +360,40 @@ def test_loop_close_closes_the_loops_connections(redis_server):
     assert len(layer.loops) == 0
     with redis.Redis.from_url(redis_server.url) as client:
         assert int(dict(client.pubsub_numsub(channel))[channel.encode()]) == 0
+
+
+def command_calls(server: RedisServer, command: str) -> int:
+    """How many times Redis ran ``command`` (INFO commandstats)."""
+    with redis.Redis.from_url(server.url) as client:
+        stats = client.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+async def test_subscribes_of_one_moment_share_a_command(layer, redis_server):
+    channels = await asyncio.gather(*(layer.new_channel() for _ in range(200)))
+    assert len(set(channels)) == 200
+    assert command_calls(redis_server, "subscribe") <= 3
+    await until(lambda: all(subscribers(redis_server, c) == 1 for c in channels[::20]))
+
+
+async def test_unsubscribes_batched_and_applied(layer, redis_server):
+    channels = await asyncio.gather(*(layer.new_channel() for _ in range(200)))
+    for channel in channels:
+        await layer.group_add("g", channel)
+    await until(lambda: subscribers(redis_server, "asgi__group__g") == 1)
+    for channel in channels:
+        await layer.group_discard("g", channel)
+        await layer.discard_channel(channel)
+    await until(lambda: subscribers(redis_server, "asgi__group__g") == 0)
+    await until(lambda: all(subscribers(redis_server, c) == 0 for c in channels[::20]))
+    assert command_calls(redis_server, "unsubscribe") <= 3
+
+
+async def test_resubscribe_before_the_batch_keeps_the_subscription(layer, redis_server):
+    a = await member(layer, redis_server, "g")
+    await layer.group_discard("g", a)
+    await layer.group_add("g", a)  # in the same loop turn: the batch sees no change
+    await asyncio.sleep(0.1)
+    assert subscribers(redis_server, "asgi__group__g") == 1
+    await layer.group_send("g", {"type": "task.event", "seq": 1})
+    assert (await asyncio.wait_for(layer.receive(a), 5))["seq"] == 1
