@@ -199,6 +199,10 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.cleanup()
             if pushed:
                 await self._discard_channel()
+            # What refers back to the consumer goes, so closing a socket frees it without waiting
+            # for a full garbage collection (which the servers' GC policy makes rare).
+            self.loop_task = None
+            del self.base_send
 
     async def send_or_gone(self, message: dict[str, Any]) -> None:
         """The server's send, where a failure means the client is gone (raised as ClientGone)."""

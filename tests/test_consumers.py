@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
@@ -395,3 +397,21 @@ async def test_consumer_in_memory_layer_keeps_a_channel_reader():
             await areport_progress("job1", "transcribing", pct)
         got = [await receive(client) for _ in range(5)]
         assert [m.seq for m in got if isinstance(m, ProgressMessage)] == [2, 3, 4, 5, 6]
+
+
+async def test_consumer_freed_on_close_without_a_garbage_collection():
+    from progress import shutdown
+
+    await areport_progress("job1", "queued", 0)
+    gc.collect()
+    gc.disable()  # the servers' GC policy makes full collections rare: closing must free the socket
+    try:
+        async with watching("/ws/tasks/job1/") as client:
+            await receive(client)
+            (consumer,) = [c for c in shutdown._open if getattr(c, "task_id", None) == "job1"]
+            ref = weakref.ref(consumer)
+            del consumer
+        await asyncio.sleep(0.1)
+        assert ref() is None
+    finally:
+        gc.enable()
