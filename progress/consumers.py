@@ -11,7 +11,7 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 
-from . import metrics, shutdown, store
+from . import collect, metrics, shutdown, store
 from .access import may_read, owners_of_scope, token_valid
 from .conf import get_settings
 from .inbox import ClientGone, Inbox, InboxConsumer
@@ -401,6 +401,7 @@ class TaskProgressConsumer(InboxConsumer):
         if getattr(self, "close_code", None) is not None or getattr(self, "connected_at", None) is not None:
             metrics.CLOSES.labels(str(getattr(self, "close_code", None))).inc()
         self._stop_heartbeat()
+        collect.socket_closed()
         if getattr(self, "counted", False):
             self.counted = False
             open_sockets.release(self.client)
