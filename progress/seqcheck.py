@@ -16,9 +16,8 @@ def _task_seq(task_id: str) -> int:
     return Task.objects.filter(pk=task_id).values_list("seq", flat=True).first() or 0
 
 
-# Per loop: task id -> the read of its newest seq that heartbeats in this process share. With one
-# read per watcher, 10,000 sockets beating every 5 s queued 2,000 reads/s on Django's one
-# thread-sensitive worker and made heartbeats late.
+# Per loop: task id -> the read of its newest seq that heartbeats in this process share. One read
+# per watcher queued on Django's one thread-sensitive worker and made heartbeats late.
 _seq_reads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Task[int]]] = (
     weakref.WeakKeyDictionary()
 )
