@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import resource
 import shutil
@@ -30,6 +31,7 @@ FULL_SERVERS = {
     "E": ["pubsub 200/s", "pubsub flat out", "core 200/s", "core flat out"],
     "F": ["dict", CHOSEN],
     "G": ["dict", CHOSEN],
+    "H": [CHOSEN],
 }
 QUICK_SERVERS = {
     "A": [*BASELINES, CHOSEN],
@@ -39,14 +41,66 @@ QUICK_SERVERS = {
     "E": ["pubsub 200/s", "pubsub flat out"],
     "F": ["dict", CHOSEN],
     "G": ["dict", CHOSEN],
+    "H": [CHOSEN],
 }
 
 
+def _record(results: dict[str, dict[str, dict[str, Any]]], workload: str, key: str, measure: Any) -> None:
+    """Run one cell; a failure records its error instead of figures."""
+    started = time.monotonic()
+    try:
+        r: dict[str, Any] = measure()
+    except Exception as exc:
+        traceback.print_exc()
+        r = {"error": repr(exc)[:200]}
+    r["seconds"] = time.monotonic() - started
+    results[workload][key] = r
+    print(f"bench: {workload} {key} done in {r['seconds']:.1f} s", file=sys.stderr, flush=True)
+
+
+def on_postgres(stack: Stack, measure: Any) -> dict[str, Any]:
+    """``measure()`` with every product process on a throwaway PostgreSQL cluster instead of SQLite."""
+    from tests.postgres import PostgresServer
+
+    server = PostgresServer()
+    server.start()
+    sqlite = stack.db_url
+    try:
+        stack.db_url = server.create_database("bench")
+        stack.migrate()
+        result: dict[str, Any] = measure()
+        return result
+    finally:
+        stack.db_url = sqlite
+        server.stop()
+
+
+def scale_out(stack: Stack, s: workloads.Sizes, count: int) -> dict[str, Any]:
+    """Workload H with ``count`` server processes and two producers."""
+    return workloads.stream(
+        stack,
+        CHOSEN,
+        f"h{count}",
+        tasks=s.h_tasks,
+        watchers=s.h_watchers,
+        count=s.h_count,
+        rate=s.h_rate,
+        servers=count,
+        producers=2,
+        clients=s.clients,
+        drain=s.drain,
+    )
+
+
 def run(
-    sizes: workloads.Sizes, servers: dict[str, list[str]], only: str, workdir: Path
+    sizes: workloads.Sizes,
+    servers: dict[str, list[str]],
+    only: str,
+    workdir: Path,
+    quick: bool = False,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Run the selected workloads on every selected server; a failed cell records its error."""
-    results: dict[str, dict[str, dict[str, Any]]] = {w: {} for w in "ABCDEFG" if w in only}
+    results: dict[str, dict[str, dict[str, Any]]] = {w: {} for w in "ABCDEFGH" if w in only}
     stack = Stack(workdir)
     s = sizes
     # The three fan-out workloads differ only in shape: tasks, watchers each, updates and pace.
@@ -66,6 +120,17 @@ def run(
         stack.start_redis()
         stack.migrate()
         for workload in results:
+            if workload == "H":
+                for count in (1, 2, 4):
+                    _record(results, "H", f"{CHOSEN} x{count}", functools.partial(scale_out, stack, s, count))
+                continue
+            if workload == "C" and CHOSEN in servers["C"] and not quick:
+                c_on_postgres = functools.partial(
+                    workloads.stream, stack, CHOSEN, "cpg", clients=s.clients, drain=s.drain, **streams["C"]
+                )
+                _record(
+                    results, "C", f"{CHOSEN} PostgreSQL", functools.partial(on_postgres, stack, c_on_postgres)
+                )
             for kind in servers[workload]:
                 name = workload.lower()
                 started = time.monotonic()
@@ -119,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run, print the table (and the figures as JSON with --json)."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one product server (CI)")
-    parser.add_argument("--only", default="ABCDEFG", help="workloads to run, e.g. AB")
+    parser.add_argument("--only", default="ABCDEFGH", help="workloads to run, e.g. AB")
     parser.add_argument("--servers", help="comma-separated server kinds for A-D (default: per workload)")
     parser.add_argument(
         "--set", action="append", default=[], metavar="SIZE=N", help="override a size, e.g. d_conns=3000"
@@ -139,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     started = time.monotonic()
     try:
-        results = run(sizes, servers, args.only.upper(), workdir)
+        results = run(sizes, servers, args.only.upper(), workdir, args.quick)
     finally:
         if args.keep:
             print(f"bench: work directory kept at {workdir}", file=sys.stderr)

@@ -51,6 +51,14 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("reconnects", "reconnects", "{:d}"),
         ("stages_missed", "stages missed", "{:d}"),
     ],
+    "H": [
+        ("servers", "processes", "{:d}"),
+        ("msgs_per_s", "frames/s", "{:,.0f}"),
+        ("cpu_us_per_msg", "CPU µs/frame", "{:.1f}"),
+        ("redis_cpu_us_per_update", "Redis µs/update", "{:.0f}"),
+        ("p99_ms", "p99 ms", "{:.1f}"),
+        ("lost", "lost", "{:d}"),
+    ],
     "G": [
         ("rss_before_mb", "RSS before MB", "{:.0f}"),
         ("rss_first_mb", "after 1st MB", "{:.0f}"),
@@ -78,6 +86,8 @@ TITLES = {
     "E": "E  one sync report_progress call, durable write included, {e_calls} calls (target p99 < 1000 µs)",
     "F": "F  reconnect storm: {f_conns} sockets on {f_tasks} tasks, the server restarted while they pass "
     "their stages (target 0 stages missed)",
+    "H": "H  scale-out: {h_tasks} tasks x {h_watchers} watchers, {h_rate:g} updates/s each, two producers, "
+    "1, 2 and 4 server processes sharing Redis",
     "G": "G  memory under churn: {g_rounds} rounds of {g_conns} sockets connecting and closing "
     "(target: last round within 10% of the first)",
 }

@@ -83,6 +83,7 @@ class Stack:
         self.workdir = workdir
         self.procs: list[subprocess.Popen[bytes]] = []
         self.redis_url = ""
+        self.redis_proc: subprocess.Popen[bytes] | None = None
         self.outputs: dict[int, Path] = {}
         self.counter = 0
         self.profiled: set[int] = set()
@@ -137,6 +138,7 @@ class Stack:
         ]
         proc = self._spawn(args, dict(os.environ), "redis.log")
         wait_for_port(port, proc, "redis-server")
+        self.redis_proc = proc
         self.redis_url = f"redis://127.0.0.1:{port}/0"
 
     def migrate(self) -> None:

@@ -33,6 +33,10 @@ class Sizes:
     f_lead: float = 3
     g_conns: int = 3000
     g_rounds: int = 10
+    h_tasks: int = 200
+    h_watchers: int = 10
+    h_count: int = 40
+    h_rate: float = 4
     clients: int = 2
     drain: float = 30
 
@@ -56,6 +60,9 @@ QUICK = Sizes(
     f_lead=1.5,
     g_conns=200,
     g_rounds=3,
+    h_tasks=10,
+    h_watchers=4,
+    h_count=5,
     drain=10,
 )
 
@@ -115,6 +122,8 @@ def stream(
         else:
             env, target = stack.env(kind.split("+")[1]), "product"
         cpu_before = sum(cpu_seconds(p.pid) for p, _ in procs)
+        redis_pid = stack.redis_proc.pid if stack.redis_proc is not None else 0
+        redis_before = cpu_seconds(redis_pid) if redis_pid else 0.0
         pubs = [
             stack.produce({"target": target, "tasks": chunk, "count": count, "rate": rate}, env)
             for chunk in _split(ids, producers)
@@ -122,6 +131,7 @@ def stream(
         made = [stack.result(p) for p in pubs]
         got = [stack.finish(load, drain) for load in loads]
         cpu = sum(cpu_seconds(p.pid) for p, _ in procs) - cpu_before
+        redis_cpu = cpu_seconds(redis_pid) - redis_before if redis_pid else 0.0
     finally:
         for proc, _ in procs:
             stack.stop(proc)
@@ -145,6 +155,10 @@ def stream(
         "drain_s": max(0.0, last - end),
         "publish_s": end - start,
         "producer_lag_s": max(m["max_lag_s"] for m in made),
+        "servers": len(procs),
+        "updates": sum(m["calls"] for m in made),
+        # Redis's CPU per published update: it should grow with server processes, not with watchers.
+        "redis_cpu_us_per_update": 1e6 * redis_cpu / max(1, sum(m["calls"] for m in made)),
         "producer_cpu_us": sum(m["cpu_us_per_call"] * m["calls"] for m in made)
         / max(1, sum(m["calls"] for m in made)),
     }
