@@ -33,10 +33,10 @@ class Sizes:
     f_lead: float = 3
     g_conns: int = 3000
     g_rounds: int = 10
-    h_tasks: int = 200
-    h_watchers: int = 10
-    h_count: int = 40
-    h_rate: float = 4
+    h_tasks: int = 10
+    h_watchers: int = 100
+    h_count: int = 100
+    h_rate: float = 10
     clients: int = 2
     drain: float = 30
 
