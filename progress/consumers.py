@@ -9,6 +9,7 @@ import time
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 
 from . import collect, metrics, shutdown, store
@@ -211,9 +212,13 @@ class TaskProgressConsumer(InboxConsumer):
         super()._pushed(message)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        """Route progress messages and heartbeats straight to their handler; the rest as Channels does."""
-        # Channels awaits aclose_old_connections() before every handler: a thread hop that capped
-        # fan-out; these handlers touch no database on the loop, so they skip it.
+        """Route every message to its handler, as Channels does, without its aclose_old_connections().
+
+        Channels awaits that before every handler: a hop to Django's one thread-sensitive worker per
+        message, which capped fan-out and queued every connect and close behind the others. No handler
+        here touches the database on the loop: their reads run in worker threads that close stale
+        connections themselves (``database_sync_to_async``, ``sender.db_call``).
+        """
         kind = message["type"]
         if kind == "task.event":
             await self.task_event(message)
@@ -222,7 +227,10 @@ class TaskProgressConsumer(InboxConsumer):
         elif kind == "heartbeat.checked":
             await self.heartbeat_checked(message)
         else:
-            await super().dispatch(message)
+            handler = getattr(self, get_handler_name(message), None)
+            if handler is None:
+                raise ValueError(f"No handler for message type {kind}")
+            await handler(message)
 
     async def task_event(self, event: dict[str, Any]) -> None:
         """A message published to the task's group: forward it if it is the next one."""

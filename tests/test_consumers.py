@@ -402,13 +402,13 @@ async def test_consumer_in_memory_layer_keeps_a_channel_reader():
 async def test_consumer_freed_on_close_without_a_garbage_collection():
     from progress import shutdown
 
-    await areport_progress("job1", "queued", 0)
+    await areport_progress("freed1", "queued", 0)
     gc.collect()
     gc.disable()  # the servers' GC policy makes full collections rare: closing must free the socket
     try:
-        async with watching("/ws/tasks/job1/") as client:
+        async with watching("/ws/tasks/freed1/") as client:
             await receive(client)
-            (consumer,) = [c for c in shutdown._open if getattr(c, "task_id", None) == "job1"]
+            (consumer,) = [c for c in shutdown._open if getattr(c, "task_id", None) == "freed1"]
             ref = weakref.ref(consumer)
             del consumer
         await asyncio.sleep(0.1)
