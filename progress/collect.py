@@ -44,7 +44,9 @@ def ensure_started() -> None:
 
 def _check(loop: asyncio.AbstractEventLoop) -> None:
     global _closed
-    if _closed >= AFTER_CLOSES:
+    from .shutdown import draining
+
+    if _closed >= AFTER_CLOSES and not draining():  # a stopping process frees everything by exiting
         closed, _closed = _closed, 0
         started = time.perf_counter()
         found = gc.collect()

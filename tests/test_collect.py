@@ -67,3 +67,13 @@ async def test_collect_started_once_per_loop(monkeypatch):
     first = collect._started
     collect.ensure_started()
     assert collect._started is first is asyncio.get_running_loop()
+
+
+async def test_collect_none_in_a_stopping_process(collections, monkeypatch):
+    from progress import shutdown
+
+    monkeypatch.setattr(shutdown, "_draining", True)
+    for _ in range(collect.AFTER_CLOSES):
+        collect.socket_closed()
+    collect._check(asyncio.get_running_loop())
+    assert collections == []
