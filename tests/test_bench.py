@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bench.__main__ import QUICK_SERVERS
+from bench.__main__ import CHOSEN, QUICK_SERVERS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.redis]
 
@@ -26,7 +26,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=400,
     )
     print(run.stdout)
     print(run.stderr[-3000:], file=sys.stderr)
@@ -36,9 +36,10 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def test_bench_quick_every_workload_has_figures_for_every_server(quick_run):
-    assert set(quick_run) == set("ABCDE")
+    assert set(quick_run) == set("ABCDEFGH")
     for workload, servers in QUICK_SERVERS.items():
-        assert set(quick_run[workload]) == set(servers), workload
+        expected = {f"{CHOSEN} x{n}" for n in (1, 2, 4)} if workload == "H" else set(servers)
+        assert set(quick_run[workload]) == expected, workload
         for server, figures in quick_run[workload].items():
             assert "error" not in figures, (workload, server, figures.get("error"))
 
@@ -63,3 +64,24 @@ def test_bench_quick_report_cost_measured_every_call(quick_run):
     for kind, figures in quick_run["E"].items():
         assert figures["calls"] > 0, kind
         assert figures["p50_us"] > 0, kind
+
+
+def test_bench_quick_reconnect_storm_product_misses_no_stage(quick_run):
+    product = quick_run["F"][CHOSEN]
+    assert product["resumed"] == product["connected"] == product["watchers"]
+    assert product["stages_missed"] == 0
+    assert product["finals"] == product["watchers"]
+
+
+def test_bench_quick_churn_measures_every_round(quick_run):
+    for server, figures in quick_run["G"].items():
+        assert len(figures["rss_rounds_mb"]) >= 2, server
+        assert figures["rss_first_mb"] >= figures["rss_before_mb"] > 0, server
+
+
+def test_bench_quick_scale_out_loses_nothing_on_any_process_count(quick_run):
+    for key, figures in quick_run["H"].items():
+        assert figures["servers"] == int(key.rsplit("x", 1)[1]), key
+        assert figures["lost"] == 0, key
+        assert figures["delivered"] > 0, key
+        assert figures["redis_cpu_us_per_update"] > 0, key
