@@ -12,6 +12,7 @@ from transcription.models import Transcription
 def uploaded(media: Path, source: Path, task_id: str = "job1") -> Path:
     """A task queued with ``source`` as its stored upload, as the upload view leaves it."""
     target = media / "uploads" / f"{task_id}.wav"
+    target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(source.read_bytes())
     Transcription.objects.create(
         task_id=task_id, audio_path=f"uploads/{task_id}.wav", size=target.stat().st_size

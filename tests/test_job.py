@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from progress import report_error, restart_task
@@ -14,13 +12,6 @@ from transcription import job
 from transcription.models import Transcription
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_progress")]
-
-
-@pytest.fixture
-def media(settings, tmp_path: Path) -> Path:
-    settings.MEDIA_ROOT = tmp_path / "media"
-    (settings.MEDIA_ROOT / "uploads").mkdir(parents=True)
-    return Path(settings.MEDIA_ROOT)
 
 
 def test_job_run_transcribes_and_stores_the_transcript(media, tmp_path):

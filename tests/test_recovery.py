@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -16,13 +15,6 @@ from tests.jobs_helpers import uploaded
 from transcription import recovery
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_progress")]
-
-
-@pytest.fixture
-def media(settings, tmp_path: Path) -> Path:
-    settings.MEDIA_ROOT = tmp_path / "media"
-    (settings.MEDIA_ROOT / "uploads").mkdir(parents=True)
-    return Path(settings.MEDIA_ROOT)
 
 
 def test_recovery_recover_requeues_work_an_earlier_process_left_queued(media, tmp_path, settings):

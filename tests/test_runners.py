@@ -16,13 +16,6 @@ from transcription import runners
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_progress")]
 
 
-@pytest.fixture
-def media(settings, tmp_path: Path) -> Path:
-    settings.MEDIA_ROOT = tmp_path / "media"
-    (settings.MEDIA_ROOT / "uploads").mkdir(parents=True)
-    return Path(settings.MEDIA_ROOT)
-
-
 def test_runners_enqueue_without_redis_runs_in_the_pool(media, tmp_path, settings):
     settings.REDIS_URL = ""
     uploaded(media, make_speech_wav(tmp_path / "audio"))
