@@ -5,7 +5,7 @@ Django's one thread-sensitive worker: after a deploy, every browser reconnecting
 that queue. Now a process reads a task once (off that worker, one read shared by the sockets that
 ask at the same time) and keeps the result while any consumer of this process is in the task's
 group. Being in the group, the process receives every message published for the task after the
-read: a newer one drops the kept view (``seen()``), so no watcher is sent a state older than what
+read, and any of them drops the kept view (``seen()``): no watcher is sent a state older than what
 the process has already been told. A resume that claims more than the view knows reads afresh.
 """
 
@@ -94,10 +94,12 @@ class Views:
         self.kept.pop(task_id, None)
 
     def seen(self, task_id: str, seq: int) -> None:
-        """A message of the task arrived in this process: a kept view older than it is dropped."""
-        view = self.kept.get(task_id)
-        if view is not None and seq > view.seq:
-            del self.kept[task_id]
+        """A message of the task arrived in this process: the kept view goes, whatever its seq.
+
+        A newer seq makes the view old; a lower one means the task's state was reset (a database
+        restored or replaced), which the next read finds and a resuming watcher is told of.
+        """
+        self.kept.pop(task_id, None)
         if task_id in self.reads:
             self.stale.add(task_id)
 
