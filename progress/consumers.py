@@ -123,8 +123,11 @@ class TaskProgressConsumer(InboxConsumer):
         except Exception as exc:
             await self._layer_unavailable(exc)
             return
-        self.views.watch(self.task_id)
-        self.watching = True
+        if self.pushed:
+            # Kept views need every message of the task seen by the process as it arrives, before a
+            # later consumer can read one: only a pushing layer gives that. Others read per socket.
+            self.views.watch(self.task_id)
+            self.watching = True
         await self.accept()
         resume_from, problem = self._resume_from()
         if problem:
@@ -169,7 +172,7 @@ class TaskProgressConsumer(InboxConsumer):
     async def _send_snapshot(self, view: View | None = None) -> bool:
         """Send the task's snapshot (and its terminal frame, then close, if it has ended)."""
         if view is None:
-            view = await self.views.get(self.task_id)
+            view = await self._view()
         if view is None:
             return False
         await self.send(text_data=view.snapshot)
@@ -186,9 +189,9 @@ class TaskProgressConsumer(InboxConsumer):
 
         ``fresh``: read the database, not the process's kept view (the heartbeat found it newer).
         """
-        view = None if fresh else await self.views.get(self.task_id)
-        if view is None or self.last_seq > view.seq:
-            view = await self.views.fresh(self.task_id)
+        view = await self._view(fresh)
+        if not fresh and self.pushed and view is not None and self.last_seq > view.seq:
+            view = await self.views.fresh(self.task_id)  # the kept view may be behind the database
         if view is None:
             return False
         if self.last_seq > view.seq:
@@ -204,6 +207,12 @@ class TaskProgressConsumer(InboxConsumer):
         if view.final:
             await self._finish(CLOSE_NORMAL)
         return True
+
+    async def _view(self, fresh: bool = False) -> View | None:
+        """The task's view: the process's kept one where the layer pushes, else read for this socket."""
+        if fresh or not self.pushed:
+            return await self.views.fresh(self.task_id)
+        return await self.views.get(self.task_id)
 
     def _pushed(self, message: dict[str, Any]) -> None:
         # On arrival, not at dispatch: a socket joining meanwhile must not be sent an older view.

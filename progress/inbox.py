@@ -119,6 +119,9 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     """A JSON WebSocket consumer whose client, channel and timers all feed one inbox, dispatched in turn."""
 
     server_send: Any
+    pushed: bool
+    """Whether the layer pushes this socket's messages (``deliver_to``): they arrive in the process as
+    they are published, in one place, rather than when each consumer reads its own channel."""
     """The server's own send, for the hot path; failures raise the server's exception, not ClientGone."""
     inbox: Inbox
     """Every message the consumer dispatches, one at a time: so frames about the task never interleave."""
@@ -137,6 +140,7 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.base_send = self.send_or_gone  # what Channels' send helpers use
         inbox = self.inbox = Inbox()
         pushed = pulled = False
+        self.pushed = False
         self.layer_down = None
         if self.channel_layer is not None:
             try:
@@ -153,7 +157,7 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 # The layer puts the channel's messages straight into the inbox: no reader task,
                 # one wake-up per message instead of two. Nothing can arrive before this line.
                 self.channel_layer.deliver_to(self.channel_name, self._pushed)
-                pushed = True
+                pushed = self.pushed = True
             else:
                 pulled = True
         readers = [asyncio.create_task(read_into(receive, inbox))]

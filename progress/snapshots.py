@@ -76,7 +76,7 @@ class Views:
     def __init__(self) -> None:
         self.watchers: dict[str, int] = {}
         self.kept: dict[str, View] = {}
-        self.reads: dict[str, asyncio.Future[View | None]] = {}
+        self.reads: dict[str, asyncio.Future[tuple[View | None, bool]]] = {}
         self.stale: set[str] = set()
         """Tasks whose read in flight may be older than a message that arrived meanwhile."""
 
@@ -104,34 +104,47 @@ class Views:
             self.stale.add(task_id)
 
     async def get(self, task_id: str) -> View | None:
-        """The task's view: kept, or read once for every consumer that asks meanwhile."""
+        """The task's view: kept, or read once for every consumer that asks meanwhile.
+
+        A message that arrived while the shared read ran may be newer than what it read, and a
+        consumer that joined the group after that message never receives it: then the read is not
+        trusted, and each caller reads again.
+        """
         view = self.kept.get(task_id)
         if view is not None:
             return view
         pending = self.reads.get(task_id)
         if pending is None:
             pending = self.reads[task_id] = asyncio.ensure_future(self._read(task_id))
-        return await asyncio.shield(pending)
+        view, trusted = await asyncio.shield(pending)
+        return view if trusted else await _load(task_id)
 
-    async def _read(self, task_id: str) -> View | None:
+    async def _read(self, task_id: str) -> tuple[View | None, bool]:
         self.stale.discard(task_id)
         try:
-            # Off Django's thread-sensitive worker: a connect storm must not queue behind one thread.
-            view: View | None = await sync_to_async(db_call, thread_sensitive=False)(read, task_id)
+            view = await _load(task_id)
         finally:
             del self.reads[task_id]
-        if view is not None and task_id in self.watchers and task_id not in self.stale:
-            self.kept[task_id] = view
+        trusted = task_id not in self.stale
         self.stale.discard(task_id)
-        return view
+        if view is not None and trusted and task_id in self.watchers:
+            self.kept[task_id] = view
+        return view, trusted
 
     async def fresh(self, task_id: str) -> View | None:
         """The task's view read now, for a watcher that claims to have seen more than the kept one."""
-        view: View | None = await sync_to_async(db_call, thread_sensitive=False)(read, task_id)
+        view = await _load(task_id)
         kept = self.kept.get(task_id)
         if view is not None and kept is not None and view.seq > kept.seq:
             del self.kept[task_id]  # behind the database (a message lost on the way): read it again
         return view
+
+
+async def _load(task_id: str) -> View | None:
+    """``read()`` in a worker thread, off Django's thread-sensitive one: a connect storm must not
+    queue behind a single thread."""
+    view: View | None = await sync_to_async(db_call, thread_sensitive=False)(read, task_id)
+    return view
 
 
 _views: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Views] = weakref.WeakKeyDictionary()

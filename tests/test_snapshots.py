@@ -1,4 +1,4 @@
-"""Kept views: one database read per task per process, dropped by anything newer, same frames as the store."""
+"""Kept views (pushing layers): one read per task per process, dropped by any message, same frames."""
 
 from __future__ import annotations
 
@@ -125,6 +125,7 @@ async def test_snapshots_message_during_read_not_kept(reads, monkeypatch):
     release.set()
     assert await reading is not None
     assert views.kept == {}
+    assert reads == ["job1", "job1"]  # the caller did not trust the shared read, and read again
 
 
 async def test_snapshots_last_unwatch_drops_the_view():
@@ -140,7 +141,10 @@ async def test_snapshots_last_unwatch_drops_the_view():
     assert views.watchers == {}
 
 
-async def test_snapshots_second_watcher_connects_without_a_read(reads):
+@pytest.mark.redis
+async def test_snapshots_second_watcher_connects_without_a_read(
+    reads, pubsub_layer
+):  # kept views need a pushing layer
     await reported()
     async with watching("/ws/tasks/job1/") as first:
         assert isinstance(await receive(first), SnapshotMessage)
@@ -156,7 +160,8 @@ async def test_snapshots_second_watcher_connects_without_a_read(reads):
     assert reads == ["job1"]
 
 
-async def test_snapshots_resume_from_the_kept_view(reads):
+@pytest.mark.redis
+async def test_snapshots_resume_from_the_kept_view(reads, pubsub_layer):
     await reported()
     async with watching("/ws/tasks/job1/") as first:
         await receive(first)
@@ -167,7 +172,10 @@ async def test_snapshots_resume_from_the_kept_view(reads):
     assert reads == ["job1"]
 
 
-async def test_snapshots_resume_ahead_of_the_view_reads_afresh(reads):
+@pytest.mark.redis
+async def test_snapshots_resume_ahead_of_the_view_reads_afresh(
+    reads, pubsub_layer
+):  # kept views need a pushing layer
     await reported()
     async with watching("/ws/tasks/job1/") as first:
         await receive(first)
@@ -178,4 +186,15 @@ async def test_snapshots_resume_ahead_of_the_view_reads_afresh(reads):
             snapshot = got[-1]
             assert isinstance(snapshot, SnapshotMessage)  # after the protocol error that says why
             assert snapshot.seq == 5
+    assert reads == ["job1", "job1"]
+
+
+async def test_snapshots_pulled_layer_reads_per_socket(reads):
+    # The in-memory layer hands each consumer its messages when that consumer reads them: the
+    # process cannot tell when a message arrived, so nothing is kept.
+    await reported()
+    async with watching("/ws/tasks/job1/") as first:
+        await receive(first)
+        async with watching("/ws/tasks/job1/") as second:
+            await receive(second)
     assert reads == ["job1", "job1"]
