@@ -3,8 +3,8 @@
 A connect used to read the task and its history from the database for every socket, queued on
 Django's one thread-sensitive worker: after a deploy, every browser reconnecting at once waited in
 that queue. Now a process reads a task once (one read shared by the sockets that ask at the same
-time) and, where the channel layer pushes, keeps the result while any consumer of this process is in the task's
-group. Being in the group, the process receives every message published for the task after the
+time) and, where the channel layer pushes, keeps the result while any consumer of this process is in
+the task's group. Being in the group, the process receives every message published for the task after the
 read, and any of them drops the kept view (``seen()``): no watcher is sent a state older than what
 the process has already been told. A resume that claims more than the view knows reads afresh.
 """
