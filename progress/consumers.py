@@ -170,17 +170,17 @@ class TaskProgressConsumer(InboxConsumer):
         return int(raw), None
 
     async def _send_snapshot(self, view: View | None = None) -> bool:
-        """Send the task's snapshot (and its terminal frame, then close, if it has ended)."""
+        """Send the task's snapshot (and its terminal frame if it has ended; then close if it completed)."""
         if view is None:
             view = await self._view()
         if view is None:
             return False
         await self.send(text_data=view.snapshot)
         self.last_seq = view.seq
+        if view.ended and view.terminal is not None:
+            # A late watcher of a finished task gets the terminal message too.
+            await self.send(text_data=view.terminal)
         if view.final:
-            # A late watcher of a finished task gets the terminal message too, then a normal close.
-            if view.terminal is not None:
-                await self.send(text_data=view.terminal)
             await self._finish(CLOSE_NORMAL)
         return True
 

@@ -28,7 +28,10 @@ class View:
     """Everything a watcher of a task may be sent, read at one seq."""
 
     seq: int
+    ended: bool
+    """Completed or failed: the snapshot is followed by the terminal frame."""
     final: bool
+    """Completed: nothing can follow, so watchers close. A failed task may be retried: they stay."""
     snapshot: str
     """The SnapshotMessage frame."""
     terminal: str | None
@@ -56,16 +59,17 @@ def read(task_id: str) -> View | None:
         for seq, attempt, stage, when, _ in events
         if stage is not None
     ]
-    final = task.status != TaskStatus.RUNNING.value
+    ended = task.status != TaskStatus.RUNNING.value
     frames = [(seq, payload) for seq, _, _, _, payload in events]
     if not frames or task.seq > frames[-1][0]:
         # Progress within a stage is not kept as events: the latest value stands for them all.
         frames.append((task.seq, store.progress_frame(task, task.updated_at)))
     return View(
         seq=task.seq,
-        final=final,
+        ended=ended,
+        final=task.status == TaskStatus.COMPLETE.value,
         snapshot=store.snapshot_message(task, history).model_dump_json(),
-        terminal=events[-1][4] if final and events else None,
+        terminal=events[-1][4] if ended and events else None,
         frames=tuple(frames),
     )
 

@@ -39,6 +39,7 @@ class GroupMessage(TypedDict):
     seq: int
     prev_seq: int
     final: bool
+    """Completion: watchers close after it (after an error they stay, for a retry)."""
     text: str
     at: float
     """Epoch seconds of the hand-off, for the server's fan-out lag metric."""
@@ -263,7 +264,7 @@ def record_error(
             technical_detail=public_detail(technical_detail),
             timestamp=now,
         ).model_dump_json()
-        send = _fan_out(task, text, now_ts, final=True)
+        send = _fan_out(task, text, now_ts)  # not final: watchers stay for a retry
         rows.write(task, ("seq", "status", *_ERROR_FIELDS, "updated_at", *_SENT))
         _event(task, text, None, now)
     # The whole detail stays here and in the row; watchers get public_detail() of it.

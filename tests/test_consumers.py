@@ -16,7 +16,7 @@ from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.urls import re_path
 
-from progress import areport_error, areport_progress, consumers, report_progress
+from progress import areport_error, areport_progress, arestart_task, consumers, report_progress
 from progress.consumers import TaskProgressConsumer
 from progress.schemas import (
     ErrorMessage,
@@ -236,7 +236,7 @@ async def test_consumer_sync_report_from_thread_reaches_watchers():
         assert (message.percentage, message.message) == (42, "chunk 1")
 
 
-async def test_consumer_error_is_final_and_closes_normally():
+async def test_consumer_error_keeps_the_socket_for_a_retry():
     await areport_progress("job1", "transcribing", 30)
     async with watching("/ws/tasks/job1/") as client:
         await receive(client)
@@ -244,7 +244,31 @@ async def test_consumer_error_is_final_and_closes_normally():
         message = await receive(client)
         assert isinstance(message, ErrorMessage)
         assert message.error_code == "decode_failed"
+        assert await client.receive_nothing(0.2)
+        assert await arestart_task("job1", "retrying") == 2
+        retried = await receive(client)
+        assert isinstance(retried, ProgressMessage)
+        assert (retried.attempt, retried.stage, retried.message) == (2, "queued", "retrying")
+        await areport_progress("job1", "complete", 100)
+        done = await receive(client)
+        assert isinstance(done, ProgressMessage)
+        assert (done.attempt, done.stage) == (2, "complete")
         assert (await client.receive_output(3)) == {"type": "websocket.close", "code": 1000}
+
+
+async def test_consumer_late_watcher_of_failed_task_gets_error_and_stays():
+    await areport_progress("job1", "transcribing", 30)
+    await areport_error("job1", "decode_failed", "We could not read the audio.")
+    async with watching("/ws/tasks/job1/") as client:
+        snapshot = await receive(client)
+        assert isinstance(snapshot, SnapshotMessage)
+        assert snapshot.status == "failed"
+        assert isinstance(await receive(client), ErrorMessage)
+        assert await client.receive_nothing(0.2)
+        await arestart_task("job1")
+        retried = await receive(client)
+        assert isinstance(retried, ProgressMessage)
+        assert retried.attempt == 2
 
 
 async def test_consumer_late_joiner_gets_snapshot_with_every_stage():

@@ -164,7 +164,10 @@ async def _play(task_id: str, script: list[Op]) -> list[Watcher]:
 
 
 async def _finish(task_id: str, watchers: list[Watcher]) -> int:
-    """End the task, then let every watcher (reconnecting if it must) run to the server's close."""
+    """Complete the task (retrying it if it failed: its watchers stay for that), then let every watcher
+    (reconnecting if it must) run to the server's close."""
+    if await Task.objects.filter(pk=task_id, status="failed").aexists():
+        await arestart_task(task_id)
     if await Task.objects.filter(pk=task_id, status="running").aexists():
         await areport_progress(task_id, "complete", 100)
     final = (await Task.objects.aget(pk=task_id)).seq

@@ -90,11 +90,11 @@ def test_store_completion_is_terminal_event_and_final():
     assert event_seqs("job1")[-1] == (2, "complete")
 
 
-def test_store_error_is_terminal_event_and_final():
+def test_store_error_is_terminal_event_not_final():
     progress("job1", T, 50)
     outcome = error("job1")
     assert outcome.send is not None
-    assert outcome.send["final"]
+    assert not outcome.send["final"]  # watchers stay for a retry
     assert ErrorMessage.model_validate_json(outcome.send["text"]).seq == 2
     assert event_seqs("job1") == [(1, "transcribing"), (2, None)]
     assert Task.objects.get(pk="job1").status == TaskStatus.FAILED
