@@ -6,6 +6,7 @@ import functools
 import json
 import re
 from collections.abc import Callable
+from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -20,8 +21,9 @@ from .schemas import TASK_ID_PATTERN, ProgressStage
 __all__ = ["not_found", "owned_task", "readable_task", "task_page", "task_status"]
 
 _TASK_ID = re.compile(TASK_ID_PATTERN)
-TaskView = Callable[[HttpRequest, Task], HttpResponse]
-TaskIdView = Callable[[HttpRequest, str], HttpResponse]
+TaskView = Callable[..., HttpResponse]
+"""A view given the task (and the URL's other keyword arguments)."""
+TaskIdView = Callable[..., HttpResponse]
 Refusal = Callable[[HttpRequest], HttpResponse]
 
 NOT_FOUND_BODY = b'{"error": "not_found", "detail": "no such task"}'
@@ -51,11 +53,11 @@ def _task_for(request: HttpRequest, task_id: str, *, token_counts: bool) -> Task
 def _guarded(*, token_counts: bool, refuse: Refusal) -> Callable[[TaskView], TaskIdView]:
     def decorate(view: TaskView) -> TaskIdView:
         @functools.wraps(view)
-        def wrapped(request: HttpRequest, task_id: str) -> HttpResponse:
+        def wrapped(request: HttpRequest, task_id: str, **kwargs: Any) -> HttpResponse:
             task = _task_for(request, task_id, token_counts=token_counts)
             if task is None:
                 return refuse(request)
-            return view(request, task)
+            return view(request, task, **kwargs)
 
         return wrapped
 

@@ -19,7 +19,6 @@ gc.set_threshold(100_000, 50, 1000)
 
 # Imported after Django is set up: the routes import models.
 from channels.routing import ProtocolTypeRouter  # noqa: E402
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from progress.collect import ensure_started as collect_after_closes  # noqa: E402
 from progress.reaper import ensure_started as ensure_reaper  # noqa: E402
@@ -31,9 +30,9 @@ from transcription.upload import UploadGuard  # noqa: E402
 
 router = ProtocolTypeRouter(
     {
-        # Static files (the JS client) straight from the apps, so a bare daphne or uvicorn serves
-        # the progress page too; a deployment with a CDN or proxy in front may drop this.
-        "http": UploadGuard(ASGIStaticFilesHandler(django_asgi_app)),
+        # Static files come through WhiteNoise's middleware (see settings), so a bare daphne or
+        # uvicorn serves the pages' scripts too.
+        "http": UploadGuard(django_asgi_app),
         "websocket": websocket_application(),
     }
 )

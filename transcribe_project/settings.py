@@ -49,6 +49,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -180,6 +181,15 @@ TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
 STATIC_URL = "static/"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", DATA_DIR / "static"))
+"""Where ``manage.py collectstatic`` puts hashed, compressed copies; WhiteNoise serves them."""
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "transcribe_project.storage.StaticStorage"},
+}
+WHITENOISE_USE_FINDERS = True  # before collectstatic, serve straight from the apps
+WHITENOISE_AUTOREFRESH = DEBUG
 
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain")
 """plain (readable, for runserver) or json (one object per line, for a log pipeline)."""

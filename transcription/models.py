@@ -13,6 +13,8 @@ class Transcription(models.Model):
     """The upload, relative to MEDIA_ROOT; emptied once the transcript is stored and the file removed."""
     original_name = models.CharField(max_length=255, blank=True)
     size = models.PositiveBigIntegerField(default=0)
+    duration = models.FloatField(null=True, blank=True)
+    """Seconds of audio, read from the upload's header when it arrives (None if it does not say)."""
     result = models.JSONField(null=True, blank=True)
     """The transcript: {"text", "segments", "words"}."""
     created_at = models.DateTimeField(auto_now_add=True)

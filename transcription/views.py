@@ -1,4 +1,4 @@
-"""The HTTP API of transcription jobs: upload, result, retry, and a CSRF token for scripts."""
+"""The HTTP API that changes transcription jobs: reserve, upload, retry, and a CSRF token for scripts."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from progress import report_error, report_progress, restart_task, start_task, wa
 from progress.access import owner_key
 from progress.models import Task
 from progress.schemas import ProgressStage, TaskStatus
-from progress.views import owned_task, readable_task
+from progress.views import owned_task
 
 from .audio import HEADER_BYTES, AudioError, is_audio
 from .audio import duration as audio_duration
@@ -47,7 +47,7 @@ def _error(status: int, code: str, detail: str) -> JsonResponse:
     return JsonResponse({"error": code, "detail": detail}, status=status)
 
 
-def _links(request: HttpRequest, task_id: str) -> dict[str, str]:
+def task_links(request: HttpRequest, task_id: str) -> dict[str, str]:
     """Where to watch and read a task; every link carries a watch token, so it can be shared."""
     token = watch_token(task_id)
     query = f"?token={token}"  # URL-safe as it is
@@ -58,7 +58,7 @@ def _links(request: HttpRequest, task_id: str) -> dict[str, str]:
         "ws_url": f"{scheme}://{request.get_host()}/ws/tasks/{task_id}/{query}",
         "status_url": f"/api/tasks/{task_id}/{query}",
         "result_url": f"/api/tasks/{task_id}/result{query}",
-        "share_url": f"/tasks/{task_id}/{query}",
+        "share_url": f"/transcriptions/{task_id}/{query}",
     }
 
 
@@ -141,7 +141,7 @@ def reserve_task(request: HttpRequest) -> HttpResponse:
         return _error(429, "too_many_reservations", detail)
     task_id = start_task(ProgressStage.UPLOADING, owner=owner)
     return JsonResponse(
-        {**_links(request, task_id), "upload_url": f"/api/tasks/{task_id}/upload"}, status=201
+        {**task_links(request, task_id), "upload_url": f"/api/tasks/{task_id}/upload"}, status=201
     )
 
 
@@ -193,7 +193,7 @@ def _receive(request: HttpRequest, reserved: str | None, handler: LimitedUploadH
     if not is_audio(header):
         return _error(415, "not_audio", "the file is not audio (WAV, FLAC, Ogg, MP3 or AIFF)")
     assert isinstance(upload, TemporaryUploadedFile)  # the only handler in use writes to disk
-    too_long = _too_long(Path(upload.temporary_file_path()))
+    seconds, too_long = _duration(Path(upload.temporary_file_path()))
     if too_long is not None:
         return too_long
     task_id = reserved or start_task(ProgressStage.QUEUED, owner=owner_key(request))
@@ -204,27 +204,26 @@ def _receive(request: HttpRequest, reserved: str | None, handler: LimitedUploadH
         return _error(409, "already_uploaded", "this task has its upload already; reserve a new one")
     stored = _store(upload, task_id)
     Transcription.objects.filter(pk=task_id).update(
-        audio_path=str(stored.relative_to(settings.MEDIA_ROOT)), size=upload.size or 0
+        audio_path=str(stored.relative_to(settings.MEDIA_ROOT)), size=upload.size or 0, duration=seconds
     )
     if reserved:
         # The task exists (queued) before anyone can be told its id, so no watcher arrives too early.
         report_progress(task_id, ProgressStage.QUEUED, 0)
     failed = _enqueue(task_id, 1)
-    return failed or JsonResponse(_links(request, task_id), status=201)
+    return failed or JsonResponse(task_links(request, task_id), status=201)
 
 
-def _too_long(path: Path) -> JsonResponse | None:
-    """A 413 ``audio_too_long`` when the audio lasts longer than the limit (checked before any job runs)."""
+def _duration(path: Path) -> tuple[float | None, JsonResponse | None]:
+    """The audio's length, or a refusal: 415 when unreadable, 413 ``audio_too_long`` past the limit."""
     try:
         seconds = audio_duration(path)
     except AudioError as exc:
-        return _error(415, "not_audio", exc.user_message)
+        return None, _error(415, "not_audio", exc.user_message)
     limit = limits().max_audio_seconds
     if seconds is not None and seconds > limit:
-        return _error(
-            413, "audio_too_long", f"the audio lasts {seconds:.0f} s; at most {limit:.0f} s are allowed"
-        )
-    return None
+        detail = f"the audio lasts {seconds:.0f} s; at most {limit:.0f} s are allowed"
+        return seconds, _error(413, "audio_too_long", detail)
+    return seconds, None
 
 
 def _enqueue(task_id: str, attempt: int) -> JsonResponse | None:
@@ -243,21 +242,6 @@ def _store(upload: UploadedFile[Any], task_id: str) -> Path:
     os.replace(upload.temporary_file_path(), target)
     upload.close()  # Django's close tolerates the moved file; left to the garbage collector, it warns
     return target
-
-
-@require_GET
-@readable_task()
-def task_result(request: HttpRequest, task: Task) -> HttpResponse:
-    """GET /api/tasks/<id>/result: the transcript; 409 while the task is not complete."""
-    if task.status != TaskStatus.COMPLETE.value:
-        detail = f"the task is {task.status} (stage {task.stage}, {task.percentage}%)"
-        return JsonResponse({"error": "not_complete", "detail": detail, "status": task.status}, status=409)
-    record = Transcription.objects.filter(pk=task.task_id).first()
-    if record is None or record.result is None:
-        return _error(404, "no_result", "this task has no transcript")
-    response = JsonResponse(record.result)
-    response["Cache-Control"] = "no-store"
-    return response
 
 
 @csrf_exempt  # checked in the view, to answer JSON rather than Django's HTML page
@@ -284,7 +268,7 @@ def retry_task(request: HttpRequest, task: Task) -> HttpResponse:
     if attempt is None:
         return _error(409, "not_failed", "the task changed while retrying; reload its status")
     failed = _enqueue(task.task_id, attempt)
-    return failed or JsonResponse({**_links(request, task.task_id), "attempt": attempt}, status=202)
+    return failed or JsonResponse({**task_links(request, task.task_id), "attempt": attempt}, status=202)
 
 
 @ensure_csrf_cookie
@@ -292,14 +276,3 @@ def retry_task(request: HttpRequest, task: Task) -> HttpResponse:
 def csrf_token(request: HttpRequest) -> JsonResponse:
     """GET /api/csrf/: sets the csrftoken cookie and returns it, for scripts that upload."""
     return JsonResponse({"csrf_token": get_token(request)})
-
-
-@ensure_csrf_cookie
-@require_GET
-def index(request: HttpRequest) -> HttpResponse:
-    """GET /: upload an audio file and watch its transcription live."""
-    from django.shortcuts import render
-
-    owner_key(request)  # the session cookie is set now, so the page's uploads have an owner
-    stages = [s.value for s in ProgressStage]
-    return render(request, "transcription/index.html", {"stages": stages})

@@ -1,0 +1,101 @@
+"""The pages people use: upload and watch (``/``), one transcription (``/transcriptions/<id>/``), a list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.csrf import ensure_csrf_cookie
+from django.views.decorators.http import require_GET
+
+from progress import watch_token
+from progress.access import may_read, owner_key, owners_of_request
+from progress.conf import get_settings
+from progress.models import Task
+from progress.schemas import ProgressStage
+from progress.views import readable_task
+
+from .conf import limits
+from .models import Transcription
+from .retention import FINAL_ERRORS
+
+LIST_LENGTH = 50
+"""How many of a session's transcriptions its list shows, newest first."""
+
+
+def share_url(task_id: str, token: str | None = None) -> str:
+    """The transcription's page, with a watch token: whoever has the link may watch and download."""
+    return f"/transcriptions/{task_id}/?token={token or watch_token(task_id)}"
+
+
+def _row(task: Task, record: Transcription | None, *, owned: bool) -> dict[str, Any]:
+    """What a page needs to draw one task before its socket says more."""
+    token = watch_token(task.task_id)
+    return {
+        "task_id": task.task_id,
+        "name": record.original_name if record else "",
+        "size": record.size if record else None,
+        "duration": record.duration if record else None,
+        "status": task.status,
+        "stage": task.stage,
+        "percentage": task.percentage,
+        "attempt": task.attempt,
+        "created_at": task.created_at.isoformat(),
+        "token": token,
+        "share_url": share_url(task.task_id, token),
+        "owned": owned,
+    }
+
+
+def _options() -> dict[str, Any]:
+    return {
+        "heartbeatInterval": get_settings().HEARTBEAT_INTERVAL,
+        "stages": [s.value for s in ProgressStage],
+        "maxUploadBytes": limits().max_upload_bytes,
+        "maxAudioSeconds": limits().max_audio_seconds,
+        "finalErrors": sorted(FINAL_ERRORS),
+    }
+
+
+@ensure_csrf_cookie
+@require_GET
+def index(request: HttpRequest) -> HttpResponse:
+    """GET /: upload audio files and watch their transcriptions live; the session's list below."""
+    owner_key(request)  # the session cookie is set now, so the page's uploads have an owner
+    response = render(request, "transcription/index.html", {"options": {**_options(), "mode": "index"}})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _page_not_found(request: HttpRequest) -> HttpResponse:
+    response = render(request, "progress/not_found.html", status=404)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@ensure_csrf_cookie
+@require_GET
+@readable_task(refuse=_page_not_found)
+def task_page(request: HttpRequest, task: Task) -> HttpResponse:
+    """GET /transcriptions/<id>/: one task, live, with transcript and downloads; for its owner or a token."""
+    owned = may_read(task.owner, owners_of_request(request))
+    row = _row(task, Transcription.objects.filter(pk=task.task_id).first(), owned=owned)
+    options = {**_options(), "mode": "task", "task": row}
+    response = render(request, "transcription/task.html", {"options": options, "name": row["name"]})
+    response["Cache-Control"] = "no-store"
+    response["Referrer-Policy"] = "no-referrer"  # the token is in this page's URL
+    return response
+
+
+@require_GET
+def transcriptions(request: HttpRequest) -> JsonResponse:
+    """GET /api/transcriptions/: the requester's own tasks, newest first (an empty list for strangers)."""
+    owners = owners_of_request(request)
+    tasks = (
+        list(Task.objects.filter(owner__in=owners).order_by("-created_at")[:LIST_LENGTH]) if owners else []
+    )
+    records = Transcription.objects.in_bulk([t.task_id for t in tasks])
+    response = JsonResponse({"tasks": [_row(t, records.get(t.task_id), owned=True) for t in tasks]})
+    response["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,59 @@
+"""Reading a finished transcription: the transcript as JSON, and as downloads in four formats."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.http import content_disposition_header
+from django.views.decorators.http import require_GET
+
+from progress.models import Task
+from progress.schemas import TaskStatus
+from progress.views import readable_task
+
+from .formats import FORMATS, download_name, render
+from .models import Transcription
+
+
+def _finished(task: Task) -> tuple[Transcription | None, JsonResponse | None]:
+    """The task's stored transcript, or the refusal: 409 while it is not complete, 404 without one."""
+    if task.status != TaskStatus.COMPLETE.value:
+        detail = f"the task is {task.status} (stage {task.stage}, {task.percentage}%)"
+        return None, JsonResponse(
+            {"error": "not_complete", "detail": detail, "status": task.status}, status=409
+        )
+    record = Transcription.objects.filter(pk=task.task_id).first()
+    if record is None or record.result is None:
+        return None, JsonResponse({"error": "no_result", "detail": "this task has no transcript"}, status=404)
+    return record, None
+
+
+@require_GET
+@readable_task()
+def task_result(request: HttpRequest, task: Task, fmt: str | None = None) -> HttpResponse:
+    """GET /api/tasks/<id>/result[.txt|.json|.srt|.vtt] (or ?format=): the transcript; 409 until complete.
+
+    Without a format: the transcript as JSON, for scripts. With one: a download named after the upload.
+    """
+    fmt = fmt or request.GET.get("format")
+    if fmt is not None and fmt not in FORMATS:
+        detail = f"format must be one of {', '.join(FORMATS)}"
+        return JsonResponse({"error": "bad_format", "detail": detail}, status=400)
+    record, refusal = _finished(task)
+    if refusal is not None:
+        return refusal
+    assert record is not None
+    assert record.result is not None
+    result: dict[str, Any] = record.result
+    if fmt is None:
+        response: HttpResponse = JsonResponse(result)
+    else:
+        body, content_type = render(result, fmt)
+        response = HttpResponse(body, content_type=content_type)
+        disposition = content_disposition_header(True, download_name(record.original_name, fmt))
+        if disposition is not None:
+            response["Content-Disposition"] = disposition
+    response["Cache-Control"] = "no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -1,0 +1,167 @@
+// The page: uploads (several at once, a few at a time), the session's list, one connection indicator.
+(function () {
+  "use strict";
+
+  var UPLOADS_AT_ONCE = 2;
+  var el = function (id) { return document.getElementById(id); };
+  var page = {
+    options: JSON.parse(el("page-options").textContent),
+    rows: [],
+    queue: [],
+    uploading: 0
+  };
+
+  function csrf() {
+    var field = document.querySelector("[name=csrfmiddlewaretoken]");
+    var cookie = document.cookie.match(/(?:^|; )csrftoken=([^;]+)/);
+    return cookie ? decodeURIComponent(cookie[1]) : field ? field.value : "";
+  }
+
+  page.post = function (url) {
+    return fetch(url, { method: "POST", credentials: "same-origin", headers: { "X-CSRFToken": csrf(), Accept: "application/json" } })
+      .then(function (r) {
+        return r.json().catch(function () { return {}; }).then(function (body) { return { status: r.status, body: body }; });
+      });
+  };
+
+  page.announce = function (text) {
+    // Cleared first, so the same words twice are announced twice.
+    var box = el("announcer");
+    box.textContent = "";
+    setTimeout(function () { box.textContent = text; }, 50);
+  };
+
+  page.add = function (opts) {
+    var row = new TranscriptionRow(page, el("rows"), opts);
+    page.rows.push(row);
+    if (el("empty")) el("empty").hidden = true;
+    return row;
+  };
+
+  // One indicator for every socket on the page: quiet while live, "Reconnecting… (attempt n)" while a
+  // reconnect is pending, a warning with "Reconnect now" once reconnects keep failing (meanwhile the
+  // rows are kept current over HTTP).
+  page.connectionChanged = function () {
+    var states = page.rows.map(function (r) { return r.connection; }).filter(Boolean);
+    var worst = null;
+    ["offline", "reconnecting", "connecting", "live"].some(function (name) {
+      var found = states.filter(function (s) { return s.state === name; });
+      if (!found.length) return false;
+      worst = { state: name, attempt: Math.max.apply(null, found.map(function (s) { return s.attempt || 0; })) };
+      return true;
+    });
+    var box = el("connection"), text = el("connection-text");
+    var state = worst ? worst.state : "idle";
+    box.dataset.state = state === "connecting" ? "reconnecting" : state;
+    el("reconnect").hidden = state !== "offline";
+    text.textContent = {
+      idle: "",
+      live: "Live",
+      connecting: "Connecting…",
+      reconnecting: "Reconnecting… (attempt " + (worst && worst.attempt) + ")",
+      offline: "Connection lost: checking for updates every few seconds."
+    }[state];
+  };
+
+  el("reconnect").addEventListener("click", function () {
+    page.rows.forEach(function (row) { if (row.client) row.client.reconnectNow(); });
+  });
+
+  // Seconds of audio, from the browser's own decoder; null when it cannot tell.
+  function duration(file) {
+    return new Promise(function (resolve) {
+      var audio = document.createElement("audio"), url = URL.createObjectURL(file);
+      var done = function (value) { URL.revokeObjectURL(url); resolve(value); };
+      audio.preload = "metadata";
+      audio.onloadedmetadata = function () { done(isFinite(audio.duration) ? audio.duration : null); };
+      audio.onerror = function () { done(null); };
+      audio.src = url;
+    });
+  }
+
+  function enqueue(files) {
+    Array.prototype.forEach.call(files, function (file) {
+      var row = page.add({ name: file.name, size: file.size, prepend: true });
+      row.badge("Waiting to upload", "waiting");
+      duration(file).then(function (seconds) { if (seconds) row.describe(null, file.size, seconds); });
+      if (file.size > page.options.maxUploadBytes) {
+        row.refuse("This file is too large: at most " + TranscriptionRow.size(page.options.maxUploadBytes) + " may be uploaded.");
+        return;
+      }
+      page.queue.push({ file: file, row: row });
+    });
+    pump();
+  }
+
+  function pump() {
+    while (page.uploading < UPLOADS_AT_ONCE && page.queue.length) {
+      var next = page.queue.shift();
+      page.uploading += 1;
+      upload(next.file, next.row).then(function () { page.uploading -= 1; pump(); });
+    }
+  }
+
+  // Reserve a task (so the row watches it before a byte is sent), then send the file into it.
+  function upload(file, row) {
+    return page.post("/api/tasks/reserve").then(function (res) {
+      if (res.status !== 201) throw new Error(res.body.detail || res.body.error || "The server refused the upload.");
+      row.watch({ task_id: res.body.task_id, token: res.body.watch_token, share_url: res.body.share_url, stage: "uploading", owned: true });
+      return send(res.body.upload_url, file, row);
+    }).then(function (res) {
+      if (res.status !== 201) row.refuse(res.body.detail || res.body.error || "The server refused this file.");
+    }).catch(function (e) {
+      row.refuse(e.message || "The upload failed; check the connection and try again.");
+    });
+  }
+
+  function send(url, file, row) {
+    return new Promise(function (resolve, reject) {
+      var xhr = new XMLHttpRequest(), body = new FormData();
+      body.append("file", file, file.name);
+      xhr.open("POST", url);
+      xhr.setRequestHeader("X-CSRFToken", csrf());
+      xhr.setRequestHeader("Accept", "application/json");
+      xhr.upload.onprogress = function (e) { if (e.lengthComputable) row.uploadProgress(e.loaded, e.total); };
+      xhr.onload = function () {
+        var parsed = {};
+        try { parsed = JSON.parse(xhr.responseText); } catch (e) { /* not JSON */ }
+        resolve({ status: xhr.status, body: parsed });
+      };
+      xhr.onerror = function () { reject(new Error("The upload was interrupted; check the connection and try again.")); };
+      xhr.send(body);
+    });
+  }
+
+  function wireUploads() {
+    var drop = el("drop"), input = el("files");
+    input.addEventListener("change", function () { enqueue(input.files); input.value = ""; });
+    ["dragenter", "dragover"].forEach(function (name) {
+      drop.addEventListener(name, function (e) { e.preventDefault(); drop.classList.add("over"); });
+    });
+    ["dragleave", "drop"].forEach(function (name) {
+      drop.addEventListener(name, function (e) { e.preventDefault(); drop.classList.remove("over"); });
+    });
+    drop.addEventListener("drop", function (e) { if (e.dataTransfer) enqueue(e.dataTransfer.files); });
+  }
+
+  function loadList() {
+    fetch("/api/transcriptions/", { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : { tasks: [] }; })
+      .then(function (list) {
+        list.tasks.forEach(function (task) {
+          if (page.rows.some(function (r) { return r.taskId === task.task_id; })) return;
+          page.add({ name: task.name || task.task_id, size: task.size, duration: task.duration }).watch(task);
+        });
+      });
+  }
+
+  if (page.options.mode === "task") {
+    var task = page.options.task;
+    page.add({ name: task.name || "Transcription", size: task.size, duration: task.duration })
+      .watch(Object.assign({ expanded: true }, task));
+  } else {
+    wireUploads();
+    loadList();
+  }
+  window.transcriptionPage = page;
+})();
