@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -16,10 +17,11 @@ from tests.test_results import owned_task
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_progress")]
 
 
-def page_options(html: bytes) -> dict:
+def page_options(html: bytes) -> dict[str, Any]:
     found = re.search(rb'<script id="page-options" type="application/json">(.*?)</script>', html, re.S)
     assert found is not None
-    return json.loads(found.group(1))
+    options: dict[str, Any] = json.loads(found.group(1))
+    return options
 
 
 def test_pages_list_shows_the_sessions_tasks_newest_first():
@@ -109,4 +111,4 @@ def test_pages_collectstatic_gives_hashed_names_that_are_served(settings, tmp_pa
     response = Client().get("/static/" + hashed.group(1))
     assert response.status_code == 200
     assert "max-age=315360000" in response["Cache-Control"]
-    assert b"TranscriptionRow" in b"".join(response.streaming_content)
+    assert b"TranscriptionRow" in response.getvalue()
