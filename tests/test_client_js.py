@@ -19,40 +19,7 @@ pytestmark = [pytest.mark.e2e]
 
 CLIENT = ROOT / "progress" / "static" / "progress" / "client.js"
 
-# A WebSocket stand-in the test drives, a fetch that answers what the test sets, and a client whose
-# every event is recorded. random() is 0.5: jittered delays are 0.75 of their bound.
-HARNESS = """
-window.sockets = [];
-window.events = [];
-window.fetches = [];
-window.pollAnswer = { status: 200, body: null };
-function FakeSocket(url) { this.url = url; this.readyState = 0; this.closedWith = null; sockets.push(this); }
-FakeSocket.prototype.open = function () { this.readyState = 1; if (this.onopen) this.onopen({}); };
-FakeSocket.prototype.receive = function (msg) { if (this.onmessage) this.onmessage({ data: JSON.stringify(msg) }); };
-FakeSocket.prototype.drop = function (code) { this.readyState = 3; if (this.onclose) this.onclose({ code: code }); };
-FakeSocket.prototype.close = function (code) { this.closedWith = code; this.readyState = 3; };
-function fakeFetch(url) {
-  fetches.push(url);
-  var answer = window.pollAnswer;
-  return Promise.resolve({ status: answer.status, ok: answer.status === 200,
-                           json: function () { return Promise.resolve(answer.body); } });
-}
-function record(name) {
-  return function (value, info) {
-    events.push(name === "status" ? ["status", value, info.attempt || 0, !!info.restart]
-                : [name, value && value.seq !== undefined ? value.seq : value, value && value.attempt]);
-  };
-}
-window.make = function (options) {
-  var handlers = {};
-  ["snapshot", "progress", "error", "status", "unknown", "protocolError"].forEach(function (n) { handlers[n] = record(n); });
-  window.client = new TaskProgress("t1", handlers, Object.assign(
-    { WebSocket: FakeSocket, fetch: fakeFetch, random: function () { return 0.5; }, heartbeatInterval: 1,
-      token: "tok" }, options || {})).start();
-  return sockets.length;
-};
-window.last = function () { return sockets[sockets.length - 1]; };
-"""
+HARNESS = ROOT / "tests" / "js" / "harness.js"
 
 
 def snapshot(seq: int, status: str = "running", attempt: int = 1) -> dict[str, Any]:
@@ -76,7 +43,7 @@ def page(browser: Browser) -> Iterator[Page]:
     opened.clock.install(time=0)
     opened.goto("about:blank")
     opened.add_script_tag(path=str(CLIENT))
-    opened.add_script_tag(content=HARNESS)
+    opened.add_script_tag(path=str(HARNESS))
     try:
         yield opened
     finally:
@@ -128,7 +95,7 @@ def test_client_backoff_doubles_then_warns_and_polls(page: Page):
             waited += 50
             assert waited < 20_000
         opened_at.append(waited)
-    # 500 ms × 2^n, times 0.75 of jitter: 750, 1500, 3000, 6000, then the 15 s cap (11250).
+    # 500 ms * 2^n, times 0.75 of jitter: 750, 1500, 3000, 6000, then the 15 s cap (11250).
     assert opened_at == [750, 1500, 3000, 6000, 11250]
     assert statuses(page)[1:4] == [
         ["reconnecting", 1, False],
