@@ -85,9 +85,10 @@ def test_client_resumes_with_last_seq_and_skips_repeats(page: Page):
 
 def test_client_backoff_doubles_then_warns_and_polls(page: Page):
     js(page, "make()")
-    opened_at = []
+    opened_at, polled = [], []
     for _ in range(5):
         js(page, "last().drop(1006)")
+        polled.append(js(page, "fetches.length") > 0)
         before = sockets(page)
         waited = 0
         while sockets(page) == before:
@@ -97,11 +98,9 @@ def test_client_backoff_doubles_then_warns_and_polls(page: Page):
         opened_at.append(waited)
     # 500 ms * 2^n, times 0.75 of jitter: 750, 1500, 3000, 6000, then the 15 s cap (11250).
     assert opened_at == [750, 1500, 3000, 6000, 11250]
-    assert statuses(page)[1:4] == [
-        ["reconnecting", 1, False],
-        ["reconnecting", 2, False],
-        ["offline", 3, False],
-    ]
+    expected = [["reconnecting", n, False] for n in (1, 2, 3, 4)] + [["offline", 5, False]]
+    assert statuses(page)[1:6] == expected
+    assert polled == [False, False, True, True, True]  # polling starts after the third failure
     assert js(page, "fetches[0]") == "/api/tasks/t1/?token=tok"
 
 
@@ -173,7 +172,7 @@ def test_client_follows_a_retry_after_a_failure_and_ends_on_completion(page: Pag
 
 
 def test_client_polls_while_offline_and_reconnect_now_tries_at_once(page: Page):
-    js(page, "make({warnAfter: 1, pollInterval: 2})")
+    js(page, "make({warnAfter: 1, pollAfter: 1, pollInterval: 2})")
     js(page, "window.pollAnswer = {status: 200, body: arg}", snapshot(7))
     js(page, "last().drop(1006)")
     page.clock.run_for(10)
@@ -186,7 +185,7 @@ def test_client_polls_while_offline_and_reconnect_now_tries_at_once(page: Page):
 
 
 def test_client_poll_404_means_unknown(page: Page):
-    js(page, "make({warnAfter: 1})")
+    js(page, "make({pollAfter: 1})")
     js(page, "window.pollAnswer = {status: 404, body: null}")
     js(page, "last().drop(1006)")
     page.clock.run_for(10)

@@ -14,14 +14,16 @@
 //                      counts as a dead connection
 //   maxBackoff         longest wait between reconnects, seconds (default 15)
 //   pollInterval       seconds between HTTP polls while the socket is down (default 3)
-//   warnAfter          failed reconnects before the "offline" status and polling (default 3)
+//   pollAfter          failed reconnects before polling the HTTP snapshot meanwhile (default 3)
+//   warnAfter          failed reconnects before the "offline" status (default 5): a restart or a
+//                      blip reconnects well before, so it never looks alarming
 //   WebSocket, fetch, random   stand-ins for the browser's, for tests
 // handlers (each called with (value, client); status with (state, info, client)):
 //   snapshot(snapshot)  the task's whole state: first on every fresh connect, and from polls
 //   progress(message)   a progress frame; message.attempt rises when the task is retried
 //   error(message)      the attempt failed (the watch goes on: a retry may follow)
 //   status(state, info) connection state: "connecting", "live", "reconnecting" ({attempt, delay,
-//                       restart}), "offline" ({attempt}: polling over HTTP), "ended" (task complete)
+//                       restart}), "offline" ({attempt, delay}), "ended" (task complete)
 //   unknown(taskId)     the server does not know the task or will not show it (4404 / HTTP 404)
 //   protocolError(message)
 // methods: start(), stop(), reconnectNow()
@@ -39,7 +41,8 @@
     this.heartbeatInterval = (options.heartbeatInterval || 30) * 1000;
     this.maxBackoff = (options.maxBackoff || 15) * 1000;
     this.pollInterval = (options.pollInterval || 3) * 1000;
-    this.warnAfter = options.warnAfter || 3;
+    this.pollAfter = options.pollAfter || 3;
+    this.warnAfter = options.warnAfter || 5;
     this.WebSocket = options.WebSocket || global.WebSocket;
     this.fetch = options.fetch || (global.fetch && global.fetch.bind(global));
     this.random = options.random || Math.random;
@@ -133,12 +136,9 @@
     }
     this.failures += 1;
     var delay = Math.min(this.maxBackoff, 500 * Math.pow(2, this.failures)) * (0.5 + this.random() / 2);
-    if (this.failures >= this.warnAfter) {
-      this.emit("status", "offline", { attempt: this.failures, delay: delay });
-      this.poll();
-    } else {
-      this.emit("status", "reconnecting", { attempt: this.failures, delay: delay, restart: false });
-    }
+    var info = { attempt: this.failures, delay: delay, restart: false };
+    this.emit("status", this.failures >= this.warnAfter ? "offline" : "reconnecting", info);
+    if (this.failures >= this.pollAfter) this.poll();
     this.timers.reconnect = setTimeout(function () { self.connect(); }, delay);
   };
 

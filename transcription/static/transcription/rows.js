@@ -78,6 +78,7 @@
     if (task.stage) this.show(task.stage, task.percentage || 0, null, task.attempt || 1);
     this.client = new TaskProgress(task.task_id, {
       snapshot: function (s) {
+        self.walk(s.history || [], s.attempt, s.stage);
         if (s.status === "failed" && s.error) self.fail(s.error, s.attempt);
         else self.show(s.stage, s.percentage, s.message, s.attempt);
       },
@@ -86,6 +87,18 @@
       status: function (state, info) { self.connection = { state: state, attempt: info.attempt || 0 }; self.page.connectionChanged(); },
       unknown: function () { self.refuse("This transcription is not available (it may have been deleted)."); }
     }, { token: this.token, heartbeatInterval: this.options.heartbeatInterval }).start();
+  };
+
+  // A snapshot says where the task is now; the stages it passed meanwhile are shown (and announced)
+  // in order first, so the row never skips one.
+  Row.prototype.walk = function (history, attempt, now) {
+    var self = this;
+    if (attempt < this.attempt) return;
+    var from = attempt > this.attempt ? -1 : STEPS.indexOf(this.stage);
+    history.forEach(function (h) {
+      var at = STEPS.indexOf(h.stage);
+      if (h.attempt === attempt && at > from && h.stage !== now) { self.show(h.stage, 100, null, attempt); from = at; }
+    });
   };
 
   Row.prototype.newAttempt = function (attempt) {

@@ -1,0 +1,352 @@
+"""The page in headless Chromium against real processes: redis-server, daphne and a Celery worker.
+
+Several files at once, every stage in order, transcripts and the four downloads, a share link in a
+second browser, a refused file, a killed worker and Retry (followed live by another tab), a server
+restart mid-job, and a bar that never goes back within an attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
+
+from tests.browser import WAIT_MS, chromium
+from tests.conftest import RedisServer
+from tests.e2e_client import celery_worker
+from tests.fixtures_audio import make_speech_wav
+from tests.processes import Server, daphne, free_port, migrate, project_env, stop
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.redis]
+
+STAGES = ["uploading", "queued", "transcribing", "aligning", "diarizing", "complete"]
+JOB_MS = 180_000
+"""How long a whole transcription may take on a loaded machine (a bound on hanging)."""
+
+# Every stage and bar value each row showed, and every text of the connection indicator, in order.
+RECORD = """
+window.__rec = { stages: {}, bars: {}, connection: [] };
+new MutationObserver(function (mutations) {
+  mutations.forEach(function (m) {
+    var el = m.target;
+    if (el.id === "connection-text") {
+      var c = window.__rec.connection, text = el.textContent;
+      if (c[c.length - 1] !== text) c.push(text);
+      return;
+    }
+    if (!el.classList || !el.classList.contains("row") || !el.dataset.taskId) return;
+    var id = el.dataset.taskId;
+    if (m.attributeName === "data-stage") {
+      var s = window.__rec.stages[id] = window.__rec.stages[id] || [];
+      if (s[s.length - 1] !== el.dataset.stage) s.push(el.dataset.stage);
+    } else if (m.attributeName === "data-bar") {
+      (window.__rec.bars[id] = window.__rec.bars[id] || []).push([+el.dataset.attempt, +el.dataset.bar]);
+    }
+  });
+}).observe(document, {
+  attributes: true, childList: true, subtree: true, attributeFilter: ["data-stage", "data-bar"]
+});
+"""
+
+
+@dataclass
+class Stack:
+    """The processes of the module: daphne on a fixed port (restartable), Celery workers per test."""
+
+    env: dict[str, str]
+    data_dir: Path
+    port: int
+    exits: ExitStack
+    server: Server | None = None
+    worker: subprocess.Popen[bytes] | None = None
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start_server(self) -> None:
+        log = self.data_dir / f"daphne-{os.urandom(3).hex()}.log"
+        self.server = self.exits.enter_context(daphne(self.env, log, port=self.port))
+
+    def stop_server(self) -> None:
+        """SIGTERM, as a deploy does: the server closes its sockets with 4012 and exits."""
+        assert self.server is not None
+        stop(self.server.process)
+
+    def start_worker(self) -> None:
+        self.worker = celery_worker(self.env, self.data_dir / f"worker-{os.urandom(3).hex()}.log")
+
+    def kill_worker(self) -> None:
+        assert self.worker is not None
+        os.killpg(self.worker.pid, signal.SIGKILL)
+        self.worker.wait(10)
+        self.worker = None
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """redis-server, a migrated SQLite database and daphne on a fixed port (restartable); workers per test."""
+    data_dir = tmp_path_factory.mktemp("page")
+    redis = RedisServer(data_dir)
+    redis.start()
+    try:
+        env = project_env(
+            data_dir,
+            REDIS_URL=redis.url,
+            PROGRESS_STALE_AFTER="3",
+            PROGRESS_HEARTBEAT_INTERVAL="1",
+            TRANSCRIPTION_MAX_UPLOAD_BYTES=str(5 * 1024 * 1024),
+        )
+        migrate(env)
+        with ExitStack() as exits:
+            stack = Stack(env, data_dir, free_port(), exits)
+            stack.start_server()
+            yield stack
+    finally:
+        redis.stop()
+
+
+@pytest.fixture
+def worker(stack: Stack) -> Iterator[Stack]:
+    """A Celery worker for this test (solo pool: a SIGKILL hits the job itself)."""
+    stack.start_worker()
+    try:
+        yield stack
+    finally:
+        if stack.worker is not None:
+            stop(stack.worker)
+            stack.worker = None
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    expect.set_options(timeout=WAIT_MS)
+    with chromium() as launched:
+        yield launched
+
+
+@contextmanager
+def person(browser: Browser) -> Iterator[Page]:
+    """A page in its own browser context (its own cookies: another person), recording what it shows."""
+    context: BrowserContext = browser.new_context()
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    page.add_init_script(RECORD)
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two short spoken files with different names."""
+    made = []
+    for name in ("first", "second"):
+        wav = make_speech_wav(tmp_path_factory.mktemp(name))
+        made.append(wav.rename(wav.with_name(f"{name} take.wav")))
+    return made
+
+
+@pytest.fixture(scope="module")
+def long_speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """About 40 s of speech: long enough to interrupt."""
+    return make_speech_wav(tmp_path_factory.mktemp("long"), seconds_min=40)
+
+
+def row(page: Page, name: str) -> Locator:
+    return page.locator(".row", has=page.locator(".row-name", has_text=name))
+
+
+def task_id_of(page: Page, name: str) -> str:
+    found = row(page, name)
+    expect(found).to_have_attribute("data-task-id", re.compile(".+"))
+    value = found.get_attribute("data-task-id")
+    assert value is not None
+    return value
+
+
+def recorded(page: Page) -> dict[str, Any]:
+    rec: dict[str, Any] = page.evaluate("window.__rec")
+    return rec
+
+
+def assert_bar_never_back(page: Page, task_id: str) -> None:
+    """Within each attempt the row's bar value only rises."""
+    bars = recorded(page)["bars"][task_id]
+    for attempt in {a for a, _ in bars}:
+        values = [v for a, v in bars if a == attempt]
+        assert values == sorted(values), (attempt, values)
+    assert bars[-1][1] == 100
+
+
+def timings(body: str, separator: str) -> list[tuple[str, str]]:
+    pattern = (
+        rf"^(\d\d:\d\d:\d\d{re.escape(separator)}\d{{3}}) --> (\d\d:\d\d:\d\d{re.escape(separator)}\d{{3}})$"
+    )
+    return re.findall(pattern, body, re.M)
+
+
+def check_downloads(page: Page, base: str, name: str, segments: list[dict[str, Any]]) -> None:
+    """The four downloads of a row parse, with rising timestamps and the transcript's text."""
+    texts = [s["text"] for s in segments]
+    stem = name.rsplit(".", 1)[0]
+    for fmt in ("txt", "json", "srt", "vtt"):
+        href = row(page, name).locator(f"a.download[data-format={fmt}]").get_attribute("href")
+        assert href is not None
+        response = page.context.request.get(base + href)
+        assert response.status == 200, fmt
+        assert f'filename="{stem}.{fmt}"' in response.headers["content-disposition"]
+        body = response.text()
+        if fmt == "json":
+            assert [s["text"] for s in json.loads(body)["segments"]] == texts
+        elif fmt == "txt":
+            assert [line.split(": ", 1)[1] for line in body.splitlines()] == texts
+        else:
+            separator = "," if fmt == "srt" else "."
+            found = timings(body, separator)
+            assert len(found) == len(texts), body
+            starts = [start for start, _ in found]
+            assert starts == sorted(starts)
+            assert all(end >= start for start, end in found)
+            lines = [
+                line for line in body.splitlines()[1:] if line and "-->" not in line and not line.isdigit()
+            ]
+            spoken = [re.sub(r"^(<v [^>]*>|SPEAKER_\d+: )", "", line) for line in lines]
+            assert spoken == texts
+            if fmt == "vtt":
+                assert body.startswith("WEBVTT\n")
+
+
+def test_page_two_files_and_a_refused_one_at_once(
+    stack: Stack, worker: Stack, browser: Browser, speech, tmp_path
+):
+    not_audio = tmp_path / "notes.txt"
+    not_audio.write_text("these are meeting notes, not a recording\n" * 20)
+    with person(browser) as page:
+        page.goto(stack.url("/"))
+        page.set_input_files("#files", [str(speech[0]), str(speech[1]), str(not_audio)])
+        refused = row(page, "notes.txt")
+        expect(refused).to_have_attribute("data-status", "refused")
+        expect(refused.locator(".problem-text")).to_contain_text("not audio")
+        expect(refused.locator(".retry")).to_be_hidden()
+        for wav in speech:
+            expect(row(page, wav.name)).to_have_attribute("data-status", "complete", timeout=JOB_MS)
+        for wav in speech:
+            task_id = task_id_of(page, wav.name)
+            assert recorded(page)["stages"][task_id] == STAGES
+            assert_bar_never_back(page, task_id)
+            result = page.context.request.get(stack.url(f"/api/tasks/{task_id}/result")).json()
+            assert result["segments"]
+            shown = row(page, wav.name).locator(".transcript li")
+            expect(shown).to_have_count(len(result["segments"]))
+            expect(shown.first).to_contain_text(result["segments"][0]["text"])
+            expect(row(page, wav.name).locator(".row-meta")).to_contain_text("0:0")  # size · duration
+            check_downloads(page, stack.url(""), wav.name, result["segments"])
+        # The list survives a reload, newest first (the two files were reserved together, so either
+        # may be first of them), each with its share link.
+        page.reload()
+        names = page.locator("#rows .row-name")
+        expect(names).to_have_count(3)
+        listed = names.all_inner_texts()
+        assert listed[0] == "notes.txt"
+        assert sorted(listed[1:]) == sorted(wav.name for wav in speech)
+        for wav in speech:
+            expect(row(page, wav.name)).to_have_attribute("data-status", "complete")
+            expect(row(page, wav.name).locator(".share-link")).to_have_value(
+                re.compile("/transcriptions/.+token=")
+            )
+
+
+def test_page_share_link_in_a_second_browser_follows_live(
+    stack: Stack, worker: Stack, browser: Browser, long_speech: Path
+):
+    with person(browser) as owner, person(browser) as friend:
+        owner.goto(stack.url("/"))
+        owner.set_input_files("#files", [str(long_speech)])
+        mine = row(owner, long_speech.name)
+        expect(mine).to_have_attribute("data-stage", "transcribing", timeout=JOB_MS)
+        link = mine.locator(".share-link").input_value()
+        assert "/transcriptions/" in link
+        assert "token=" in link
+        friend.goto(link)
+        theirs = row(friend, long_speech.name)
+        expect(theirs).to_have_attribute("data-stage", re.compile("transcribing|aligning|diarizing"))
+        expect(friend.locator("#connection-text")).to_have_text("Live")
+        expect(theirs).to_have_attribute("data-status", "complete", timeout=JOB_MS)
+        expect(mine).to_have_attribute("data-status", "complete", timeout=JOB_MS)
+        expect(theirs.locator(".transcript li").first).to_be_visible()
+        expect(theirs.locator(".retry")).to_be_hidden()  # a share link reads; it does not act
+        task_id = task_id_of(friend, long_speech.name)
+        assert_bar_never_back(friend, task_id)
+        result = friend.context.request.get(
+            stack.url(f"/api/tasks/{task_id}/result?token={link.split('token=')[1]}")
+        )
+        check_downloads(friend, stack.url(""), long_speech.name, result.json()["segments"])
+
+
+def test_page_killed_worker_fails_and_retry_is_followed_by_another_tab(
+    stack: Stack, worker: Stack, browser: Browser, long_speech: Path
+):
+    with person(browser) as page, person(browser) as friend:
+        page.goto(stack.url("/"))
+        page.set_input_files("#files", [str(long_speech)])
+        mine = row(page, long_speech.name)
+        expect(mine).to_have_attribute("data-stage", "transcribing", timeout=JOB_MS)
+        stack.kill_worker()
+        expect(mine).to_have_attribute("data-status", "failed")
+        expect(mine.locator(".problem-text")).not_to_be_empty()
+        mine.locator(".details-toggle").click()
+        expect(mine.locator(".details")).to_be_visible()
+        expect(mine.locator(".details-toggle")).to_have_attribute("aria-expanded", "true")
+
+        friend.goto(mine.locator(".share-link").input_value())
+        theirs = row(friend, long_speech.name)
+        expect(theirs).to_have_attribute("data-status", "failed")
+        expect(theirs.locator(".retry")).to_be_hidden()
+
+        stack.start_worker()
+        mine.locator(".retry").click()
+        for watching in (mine, theirs):
+            expect(watching).to_have_attribute("data-attempt", "2")
+            expect(watching).to_have_attribute("data-status", "complete", timeout=JOB_MS)
+        task_id = task_id_of(page, long_speech.name)
+        for tab in (page, friend):
+            assert_bar_never_back(tab, task_id)
+            assert recorded(tab)["stages"][task_id][-4:] == [
+                "transcribing",
+                "aligning",
+                "diarizing",
+                "complete",
+            ]
+        expect(theirs.locator(".transcript li").first).to_be_visible()
+
+
+def test_page_server_restart_mid_job_reconnects_and_misses_no_stage(
+    stack: Stack, worker: Stack, browser: Browser, long_speech: Path
+):
+    with person(browser) as page:
+        page.goto(stack.url("/"))
+        page.set_input_files("#files", [str(long_speech)])
+        mine = row(page, long_speech.name)
+        expect(mine).to_have_attribute("data-stage", "transcribing", timeout=JOB_MS)
+        expect(page.locator("#connection-text")).to_have_text("Live")
+        stack.stop_server()
+        expect(page.locator("#connection-text")).to_contain_text("Reconnecting")
+        stack.start_server()
+        expect(page.locator("#connection-text")).to_have_text("Live")
+        expect(mine).to_have_attribute("data-status", "complete", timeout=JOB_MS)
+        task_id = task_id_of(page, long_speech.name)
+        assert recorded(page)["stages"][task_id] == STAGES
+        assert_bar_never_back(page, task_id)
+        assert any(text.startswith("Reconnecting") for text in recorded(page)["connection"])
+        assert not any(text.startswith("Connection lost") for text in recorded(page)["connection"])
