@@ -71,12 +71,15 @@ class LimitedUploadHandler(TemporaryFileUploadHandler):
         self.received = 0
         self.too_large = False
         self.taken = False
+        self.client_name = ""
+        """The name the client gave the file (kept for the owner's list even when it is refused)."""
 
-    def new_file(self, field_name: str, *args: Any, **kwargs: Any) -> None:
+    def new_file(self, field_name: str, file_name: str, *args: Any, **kwargs: Any) -> None:
         if field_name != "file" or self.taken:
             raise SkipFile()
         self.taken = True
-        super().new_file(field_name, *args, **kwargs)
+        self.client_name = file_name
+        super().new_file(field_name, file_name, *args, **kwargs)
 
     def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes | None:
         self.received += len(raw_data)
@@ -152,8 +155,13 @@ def upload_task(request: HttpRequest, task: Task) -> HttpResponse:
     """POST /api/tasks/<id>/upload: the audio of a task reserved by this session (201)."""
     if (task.status, task.stage) != (TaskStatus.RUNNING.value, ProgressStage.UPLOADING.value):
         return _error(409, "already_uploaded", "this task has its upload already; reserve a new one")
-    response = _upload(request, task.task_id)
+    handler = LimitedUploadHandler(request, limits().max_upload_bytes)
+    response = _upload(request, task.task_id, handler)
     if response.status_code >= 400 and response.status_code != 409:
+        # The refused file keeps its name, so the owner's list says which one it was.
+        Transcription.objects.get_or_create(
+            task_id=task.task_id, defaults={"original_name": handler.client_name[:255]}
+        )
         detail = response.content.decode(errors="replace")
         report_error(
             task.task_id, "upload_rejected", "The upload was refused; see the upload's response.", detail
@@ -161,9 +169,11 @@ def upload_task(request: HttpRequest, task: Task) -> HttpResponse:
     return response
 
 
-def _upload(request: HttpRequest, reserved: str | None) -> HttpResponse:
+def _upload(
+    request: HttpRequest, reserved: str | None, handler: LimitedUploadHandler | None = None
+) -> HttpResponse:
     """Read, check and store an upload, then queue its job, into ``reserved`` or else a new task."""
-    handler = LimitedUploadHandler(request, limits().max_upload_bytes)
+    handler = handler or LimitedUploadHandler(request, limits().max_upload_bytes)
     request.upload_handlers = [handler]
     try:
         return _receive(request, reserved, handler)
