@@ -57,10 +57,10 @@ PUBLISHER = """
 import json, sys
 import django
 django.setup()
-from progress.publish import report_error, report_progress, wait_until_sent
+from progress.publish import report_error, report_progress, restart_task, wait_until_sent
 for line in sys.stdin:
     call = json.loads(line)
-    report = report_error if call.pop("op") == "error" else report_progress
+    report = {"error": report_error, "restart": restart_task}.get(call.pop("op"), report_progress)
     changed = report(**call)
     print(json.dumps({"changed": changed, "sent": wait_until_sent()}), flush=True)
 """
@@ -111,7 +111,11 @@ class Publisher:
             technical_detail=technical_detail,
         )
 
-    def _call(self, changed: bool, **call: Any) -> None:
+    def restart(self, task_id: str, attempt: int) -> None:
+        """restart_task (an operator's retry), which must answer the new ``attempt``."""
+        self._call(attempt, op="restart", task_id=task_id)
+
+    def _call(self, changed: bool | int, **call: Any) -> None:
         assert self.process.stdin is not None
         assert self.process.stdout is not None
         self.process.stdin.write(json.dumps(call).encode() + b"\n")

@@ -139,6 +139,13 @@ def test_browser_error_shows_user_message_and_detail(stack: Stack, page: Page):
     expect(page.locator("#error")).to_be_visible()
     expect(page.locator("#error-user")).to_have_text("We could not transcribe this file.")
     assert page.text_content("#error-detail") == "decoder <died> & left at …"  # as text, not markup
+    expect(page.locator("#status")).to_have_text("live")  # a failed task is watched on, for a retry
+
+    stack.publisher.restart(task_id, 2)
+    expect_shows(page, "queued", 0)
+    expect(page.locator("#error")).to_be_hidden()
+    stack.publisher.progress(task_id, "complete", 100)
+    expect_shows(page, "complete", 100)
     expect(page.locator("#status")).to_have_text("ended")
 
 

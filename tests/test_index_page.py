@@ -20,6 +20,8 @@ def test_index_page_serves_form_and_csrf_cookie():
     assert response.status_code == 200
     assert b'<form id="upload">' in response.content
     assert b"progress/client.js" in response.content
+    assert b'type="file"' in response.content
+    assert b"multiple" in response.content
     assert "csrftoken" in response.cookies
 
 
@@ -38,11 +40,10 @@ def test_index_page_upload_watch_and_transcript_on_embedded_default(tmp_path: Pa
     with processes.runserver(env, tmp_path / "runserver.log") as server:
         page = browser.new_page()
         page.goto(server.url("/"))
-        page.set_input_files("input[type=file]", str(audio))
-        page.click("button[type=submit]")
-        page.wait_for_selector("#transcript p", timeout=120_000)
-        classes = page.eval_on_selector_all("#stages li", "els => els.map(e => e.className)")
-        transcript = page.inner_text("#transcript")
-    assert classes == ["done"] * 6
-    assert transcript.startswith("SPEAKER_1")
+        page.set_input_files("#files", str(audio))
+        page.wait_for_selector(".row[data-transcript=loaded] .transcript li", timeout=120_000)
+        status = page.get_attribute(".row", "data-status")
+        transcript = page.inner_text(".row .transcript")
+    assert status == "complete"
+    assert "SPEAKER_1" in transcript
     assert fraction_recognised(spoken_text(audio), transcript) >= 0.6

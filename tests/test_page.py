@@ -278,14 +278,22 @@ def test_page_share_link_in_a_second_browser_follows_live(
         link = mine.locator(".share-link").input_value()
         assert "/transcriptions/" in link
         assert "token=" in link
+        friend.emulate_media(reduced_motion="reduce")
         friend.goto(link)
         theirs = row(friend, long_speech.name)
+        transition = "el => getComputedStyle(el).transitionDuration"
+        assert theirs.locator(".bar.task .bar-fill").evaluate(transition) == "0s"
+        assert mine.locator(".bar.task .bar-fill").evaluate(transition) != "0s"
         expect(theirs).to_have_attribute("data-stage", re.compile("transcribing|aligning|diarizing"))
         expect(friend.locator("#connection-text")).to_have_text("Live")
         expect(theirs).to_have_attribute("data-status", "complete", timeout=JOB_MS)
         expect(mine).to_have_attribute("data-status", "complete", timeout=JOB_MS)
         expect(theirs.locator(".transcript li").first).to_be_visible()
         expect(theirs.locator(".retry")).to_be_hidden()  # a share link reads; it does not act
+        expect(owner.locator("#announcer")).to_contain_text(f"{long_speech.name}: done")
+        mine.locator(".copy").focus()
+        owner.keyboard.press("Enter")  # every control works from the keyboard
+        expect(mine.locator(".copy")).to_have_text("Copied")
         task_id = task_id_of(friend, long_speech.name)
         assert_bar_never_back(friend, task_id)
         result = friend.context.request.get(

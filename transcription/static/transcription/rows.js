@@ -71,6 +71,7 @@
     this.token = task.token || task.watch_token;
     this.owned = task.owned !== false;
     this.el.dataset.taskId = task.task_id;
+    this.attempt = task.attempt || 1;
     this.q(".row-name").href = task.share_url;
     this.q(".share-link").value = new URL(task.share_url, global.location.href).href;
     this.q(".share-box").hidden = false;
