@@ -17,13 +17,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
+from playwright.sync_api import ViewportSize, expect, sync_playwright  # noqa: E402
 
 from tests.fixtures_audio import make_speech_wav  # noqa: E402
 from tests.processes import migrate, project_env, runserver  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
-VIEWPORT = {"width": 960, "height": 1000}
+VIEWPORT: ViewportSize = {"width": 960, "height": 1000}
 
 
 def main() -> None:
