@@ -18,7 +18,7 @@ from .conf import get_settings
 from .models import Task
 from .schemas import TASK_ID_PATTERN, ProgressStage
 
-__all__ = ["not_found", "owned_task", "readable_task", "task_page", "task_status"]
+__all__ = ["not_found", "owned_task", "page_not_found", "readable_task", "task_page", "task_status"]
 
 _TASK_ID = re.compile(TASK_ID_PATTERN)
 TaskView = Callable[..., HttpResponse]
@@ -88,14 +88,15 @@ def task_status(request: HttpRequest, task: Task) -> HttpResponse:
     return response
 
 
-def _page_not_found(request: HttpRequest) -> HttpResponse:
+def page_not_found(request: HttpRequest) -> HttpResponse:
+    """The "No such task" page (404) for a page of a task the requester may not see."""
     response = render(request, "progress/not_found.html", status=404)
     response["Cache-Control"] = "no-store"
     return response
 
 
 @require_GET
-@readable_task(refuse=_page_not_found)
+@readable_task(refuse=page_not_found)
 def task_page(request: HttpRequest, task: Task) -> HttpResponse:
     """GET /tasks/<task_id>/: a page that watches the task live with the reusable JS client."""
     token = request.GET.get("token") or ""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Locator, Page, expect
 
 from tests.browser import WAIT_MS, chromium
 from tests.conftest import RedisServer
@@ -167,6 +167,30 @@ def row(page: Page, name: str) -> Locator:
     return page.locator(".row", has=page.locator(".row-name", has_text=name))
 
 
+def upload_until_transcribing(page: Page, stack: Stack, audio: Path) -> Locator:
+    """Open the upload page, send ``audio``, and wait until its row shows the job transcribing."""
+    page.goto(stack.url("/"))
+    page.set_input_files("#files", [str(audio)])
+    mine = row(page, audio.name)
+    expect(mine).to_have_attribute("data-stage", "transcribing", timeout=JOB_MS)
+    return mine
+
+
+def console_problems(page: Page) -> list[str]:
+    """Filled with every error the page logs or throws (a script that failed, a CSP refusal)."""
+    problems: list[str] = []
+
+    def console(message: ConsoleMessage) -> None:
+        # Chromium logs every failed request without its URL: those come from the response hook.
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            problems.append(message.text)
+
+    page.on("console", console)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    return problems
+
+
 def task_id_of(page: Page, name: str) -> str:
     found = row(page, name)
     expect(found).to_have_attribute("data-task-id", re.compile(".+"))
@@ -233,6 +257,7 @@ def test_page_two_files_and_a_refused_one_at_once(
     not_audio = tmp_path / "notes.txt"
     not_audio.write_text("these are meeting notes, not a recording\n" * 20)
     with person(browser) as page:
+        problems = console_problems(page)
         page.goto(stack.url("/"))
         page.set_input_files("#files", [str(speech[0]), str(speech[1]), str(not_audio)])
         refused = row(page, "notes.txt")
@@ -265,16 +290,15 @@ def test_page_two_files_and_a_refused_one_at_once(
             expect(row(page, wav.name).locator(".share-link")).to_have_value(
                 re.compile("/transcriptions/.+token=")
             )
+        # Only the refused upload's own answer may show up: no script error, no CSP refusal, no 404.
+        assert [p for p in problems if not re.match(r"415 .*/upload$", p)] == []
 
 
 def test_page_share_link_in_a_second_browser_follows_live(
     stack: Stack, worker: Stack, browser: Browser, long_speech: Path
 ):
     with person(browser) as owner, person(browser) as friend:
-        owner.goto(stack.url("/"))
-        owner.set_input_files("#files", [str(long_speech)])
-        mine = row(owner, long_speech.name)
-        expect(mine).to_have_attribute("data-stage", "transcribing", timeout=JOB_MS)
+        mine = upload_until_transcribing(owner, stack, long_speech)
         link = mine.locator(".share-link").input_value()
         assert "/transcriptions/" in link
         assert "token=" in link
@@ -306,10 +330,7 @@ def test_page_killed_worker_fails_and_retry_is_followed_by_another_tab(
     stack: Stack, worker: Stack, browser: Browser, long_speech: Path
 ):
     with person(browser) as page, person(browser) as friend:
-        page.goto(stack.url("/"))
-        page.set_input_files("#files", [str(long_speech)])
-        mine = row(page, long_speech.name)
-        expect(mine).to_have_attribute("data-stage", "transcribing", timeout=JOB_MS)
+        mine = upload_until_transcribing(page, stack, long_speech)
         stack.kill_worker()
         expect(mine).to_have_attribute("data-status", "failed")
         expect(mine.locator(".problem-text")).not_to_be_empty()
@@ -343,10 +364,7 @@ def test_page_server_restart_mid_job_reconnects_and_misses_no_stage(
     stack: Stack, worker: Stack, browser: Browser, long_speech: Path
 ):
     with person(browser) as page:
-        page.goto(stack.url("/"))
-        page.set_input_files("#files", [str(long_speech)])
-        mine = row(page, long_speech.name)
-        expect(mine).to_have_attribute("data-stage", "transcribing", timeout=JOB_MS)
+        mine = upload_until_transcribing(page, stack, long_speech)
         expect(page.locator("#connection-text")).to_have_text("Live")
         stack.stop_server()
         expect(page.locator("#connection-text")).to_contain_text("Reconnecting")

@@ -61,6 +61,7 @@ def test_pages_task_page_for_the_owner_may_retry():
     options = page_options(response.content)
     assert (options["mode"], options["task"]["task_id"], options["task"]["owned"]) == ("task", task_id, True)
     assert response["Referrer-Policy"] == "no-referrer"
+    assert "frame-ancestors 'none'" in response["Content-Security-Policy"]
 
 
 def test_pages_task_page_for_a_token_holder_may_not_retry():
@@ -94,7 +95,10 @@ def test_pages_name_is_escaped():
 
 
 def test_pages_scripts_are_separate_static_files():
-    html = Client().get("/").content
+    response = Client().get("/")
+    html = response.content
+    assert "script-src" not in response["Content-Security-Policy"]  # default-src 'self' covers scripts
+    assert "default-src 'self'" in response["Content-Security-Policy"]
     assert b"<script>" not in html  # no inline script: the page's own is a static file
     for name in (b"progress/client.js", b"transcription/rows.js", b"transcription/page.js"):
         assert name in html

@@ -14,7 +14,7 @@ from progress.access import may_read, owner_key, owners_of_request
 from progress.conf import get_settings
 from progress.models import Task
 from progress.schemas import ProgressStage
-from progress.views import readable_task
+from progress.views import page_not_found, readable_task
 
 from .conf import limits
 from .models import Transcription
@@ -22,6 +22,21 @@ from .retention import FINAL_ERRORS
 
 LIST_LENGTH = 50
 """How many of a session's transcriptions its list shows, newest first."""
+
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; connect-src 'self'; img-src 'self' data:; media-src 'self' blob:; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'; object-src 'none'"
+)
+"""The pages run only their own static scripts: a file name or transcript that slipped into the markup
+could not run, and nothing can frame them. ``blob:`` media: the browser reads a picked file's duration."""
+
+
+def _page(request: HttpRequest, template: str, context: dict[str, Any]) -> HttpResponse:
+    response = render(request, template, context)
+    response["Cache-Control"] = "no-store"
+    response["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    return response
 
 
 def share_url(task_id: str, token: str | None = None) -> str:
@@ -63,27 +78,18 @@ def _options() -> dict[str, Any]:
 def index(request: HttpRequest) -> HttpResponse:
     """GET /: upload audio files and watch their transcriptions live; the session's list below."""
     owner_key(request)  # the session cookie is set now, so the page's uploads have an owner
-    response = render(request, "transcription/index.html", {"options": {**_options(), "mode": "index"}})
-    response["Cache-Control"] = "no-store"
-    return response
-
-
-def _page_not_found(request: HttpRequest) -> HttpResponse:
-    response = render(request, "progress/not_found.html", status=404)
-    response["Cache-Control"] = "no-store"
-    return response
+    return _page(request, "transcription/index.html", {"options": {**_options(), "mode": "index"}})
 
 
 @ensure_csrf_cookie
 @require_GET
-@readable_task(refuse=_page_not_found)
+@readable_task(refuse=page_not_found)
 def task_page(request: HttpRequest, task: Task) -> HttpResponse:
     """GET /transcriptions/<id>/: one task, live, with transcript and downloads; for its owner or a token."""
     owned = may_read(task.owner, owners_of_request(request))
     row = _row(task, Transcription.objects.filter(pk=task.task_id).first(), owned=owned)
     options = {**_options(), "mode": "task", "task": row}
-    response = render(request, "transcription/task.html", {"options": options, "name": row["name"]})
-    response["Cache-Control"] = "no-store"
+    response = _page(request, "transcription/task.html", {"options": options, "name": row["name"]})
     response["Referrer-Policy"] = "no-referrer"  # the token is in this page's URL
     return response
 

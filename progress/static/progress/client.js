@@ -79,9 +79,10 @@
     if (this.socket) this.socket.close(1000);
   };
 
-  // Try the socket now (a person pressed "Reconnect now"), and start backing off afresh.
+  // Try the socket now (a person pressed "Reconnect now"), and start backing off afresh; a no-op
+  // while the socket is open.
   TaskProgress.prototype.reconnectNow = function () {
-    if (this.finished) return;
+    if (this.finished || (this.socket && this.socket.readyState === 1)) return;
     clearTimeout(this.timers.reconnect);
     this.abandon();
     this.failures = 0;

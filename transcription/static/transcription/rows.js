@@ -200,7 +200,7 @@
     this.q(".row-message").textContent = "Starting a new attempt…";
     this.page.post("/api/tasks/" + encodeURIComponent(this.taskId) + "/retry").then(function (res) {
       if (res.status !== 202) throw new Error(res.body.detail || res.body.error || "The retry was refused.");
-      self.client.reconnectNow(); // the socket would follow anyway; this makes sure it is up
+      self.client.reconnectNow(); // an open socket follows the retry; one in backoff tries now
     }).catch(function (e) {
       button.disabled = false;
       self.q(".row-message").textContent = e.message;
