@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Locator, Page, expect
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Locator, Page, WebSocketRoute, expect
 
 from tests.browser import WAIT_MS, chromium
 from tests.conftest import RedisServer
@@ -376,3 +376,32 @@ def test_page_server_restart_mid_job_reconnects_and_misses_no_stage(
         assert_bar_never_back(page, task_id)
         assert any(text.startswith("Reconnecting") for text in recorded(page)["connection"])
         assert not any(text.startswith("Connection lost") for text in recorded(page)["connection"])
+
+
+def test_page_warns_after_repeated_failures_and_reconnect_now_recovers(stack: Stack, browser: Browser):
+    with person(browser) as page:
+        page.goto(stack.url("/"))
+        csrf = next(c["value"] for c in page.context.cookies() if c["name"] == "csrftoken")
+        reserved = page.context.request.post(stack.url("/api/tasks/reserve"), headers={"X-CSRFToken": csrf})
+        assert reserved.status == 201
+        task_id = reserved.json()["task_id"]
+        refusing = [True]
+
+        def flaky(ws: WebSocketRoute) -> None:
+            if refusing[0]:
+                ws.close(code=1011, reason="refused by the test")
+            else:
+                ws.connect_to_server()
+
+        page.route_web_socket("**/ws/tasks/**", flaky)
+        page.reload()
+        mine = page.locator(f'.row[data-task-id="{task_id}"]')
+        expect(mine).to_have_attribute("data-stage", "uploading")  # from the list, then by polling
+        expect(page.locator("#connection-text")).to_contain_text("Reconnecting… (attempt 2)")
+        expect(page.locator("#reconnect")).to_be_hidden()  # a blip or two is no cause for alarm
+        expect(page.locator("#connection")).to_have_attribute("data-state", "offline", timeout=60_000)
+        expect(page.locator("#connection-text")).to_have_text(re.compile("Connection lost"))
+        refusing[0] = False
+        page.locator("#reconnect").click()
+        expect(page.locator("#connection-text")).to_have_text("Live")
+        expect(page.locator("#reconnect")).to_be_hidden()
