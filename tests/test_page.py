@@ -405,3 +405,28 @@ def test_page_warns_after_repeated_failures_and_reconnect_now_recovers(stack: St
         page.locator("#reconnect").click()
         expect(page.locator("#connection-text")).to_have_text("Live")
         expect(page.locator("#reconnect")).to_be_hidden()
+
+
+def test_page_dropped_files_become_rows(stack: Stack, browser: Browser):
+    with person(browser) as page:
+        page.goto(stack.url("/"))
+        dropped = page.evaluate_handle(
+            """() => {
+              const transfer = new DataTransfer();
+              transfer.items.add(new File(["just some text"], "dropped notes.txt", { type: "text/plain" }));
+              const huge = new Uint8Array(6 * 1024 * 1024);
+              transfer.items.add(new File([huge], "huge.wav", { type: "audio/wav" }));
+              return transfer;
+            }"""
+        )
+        page.dispatch_event("#drop", "dragover", {"dataTransfer": dropped})
+        expect(page.locator("#drop")).to_have_class(re.compile("over"))
+        page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
+        expect(page.locator("#drop")).not_to_have_class(re.compile("over"))
+        notes, huge = row(page, "dropped notes.txt"), row(page, "huge.wav")
+        expect(notes).to_have_attribute("data-status", "refused")
+        expect(notes.locator(".problem-text")).to_contain_text("not audio")
+        # Over the size limit: refused in the browser, before a task or a byte reaches the server.
+        expect(huge).to_have_attribute("data-status", "refused")
+        expect(huge.locator(".problem-text")).to_contain_text("too large")
+        assert huge.get_attribute("data-task-id") is None
