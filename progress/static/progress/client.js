@@ -9,7 +9,7 @@
 //
 // options (all optional):
 //   token              a watch token (share links carry one); the owner's session cookie needs none
-//   base               server origin, e.g. "https://example.org" (default: this page's)
+//   base               server origin, "https://example.org" or "wss://example.org" (default: this page's)
 //   heartbeatInterval  seconds between the server's heartbeats (default 30); silence for 2.5 of them
 //                      counts as a dead connection
 //   maxBackoff         longest wait between reconnects, seconds (default 15)
@@ -199,7 +199,7 @@
     var tick = function () {
       self.timers.poll = null;
       if (self.finished || (self.socket && self.socket.readyState === 1)) { self.polling = false; return; }
-      self.fetch(self.base + "/api/tasks/" + encodeURIComponent(self.taskId) + "/" + self.query([]),
+      self.fetch(self.base.replace(/^ws/, "http") + "/api/tasks/" + encodeURIComponent(self.taskId) + "/" + self.query([]),
                  { headers: { Accept: "application/json" }, credentials: "same-origin" })
         .then(function (r) {
           if (r.status === 404) self.unknownTask();
