@@ -42,6 +42,7 @@ def page(browser: Browser) -> Iterator[Page]:
     opened = context.new_page()
     opened.clock.install(time=0)
     opened.goto("about:blank")
+    opened.clock.pause_at(1000)  # installed, the clock still runs with real time: only run_for moves it now
     opened.add_script_tag(path=str(CLIENT))
     opened.add_script_tag(path=str(HARNESS))
     try:
@@ -192,3 +193,11 @@ def test_client_poll_404_means_unknown(page: Page):
     assert js(page, "events[events.length - 1]")[:2] == ["unknown", "t1"]
     page.clock.run_for(60_000)
     assert sockets(page) == 1
+
+
+def test_client_harness_clock_moves_only_when_told(page: Page):
+    before = js(page, "Date.now()")
+    page.wait_for_timeout(300)  # real time passes...
+    assert js(page, "Date.now()") == before  # ...the page's does not
+    page.clock.run_for(50)
+    assert js(page, "Date.now()") == before + 50
