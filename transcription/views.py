@@ -35,6 +35,7 @@ from .audio import HEADER_BYTES, AudioError, is_audio
 from .audio import duration as audio_duration
 from .conf import limits
 from .models import Transcription
+from .pages import share_url
 from .runners import enqueue_or_fail
 
 log = logging.getLogger("transcription")
@@ -58,7 +59,7 @@ def task_links(request: HttpRequest, task_id: str) -> dict[str, str]:
         "ws_url": f"{scheme}://{request.get_host()}/ws/tasks/{task_id}/{query}",
         "status_url": f"/api/tasks/{task_id}/{query}",
         "result_url": f"/api/tasks/{task_id}/result{query}",
-        "share_url": f"/transcriptions/{task_id}/{query}",
+        "share_url": share_url(task_id, token),
     }
 
 
