@@ -13,7 +13,6 @@ from progress import watch_token
 from progress.access import may_read, owner_key, owners_of_request
 from progress.conf import get_settings
 from progress.models import Task
-from progress.schemas import ProgressStage
 from progress.views import page_not_found, readable_task
 
 from .conf import limits
@@ -39,9 +38,9 @@ def _page(request: HttpRequest, template: str, context: dict[str, Any]) -> HttpR
     return response
 
 
-def share_url(task_id: str, token: str | None = None) -> str:
-    """The transcription's page, with a watch token: whoever has the link may watch and download."""
-    return f"/transcriptions/{task_id}/?token={token or watch_token(task_id)}"
+def share_url(task_id: str, token: str) -> str:
+    """The transcription's page with the task's watch token: whoever has the link may watch and download."""
+    return f"/transcriptions/{task_id}/?token={token}"
 
 
 def _row(task: Task, record: Transcription | None, *, owned: bool) -> dict[str, Any]:
@@ -66,9 +65,7 @@ def _row(task: Task, record: Transcription | None, *, owned: bool) -> dict[str, 
 def _options() -> dict[str, Any]:
     return {
         "heartbeatInterval": get_settings().HEARTBEAT_INTERVAL,
-        "stages": [s.value for s in ProgressStage],
         "maxUploadBytes": limits().max_upload_bytes,
-        "maxAudioSeconds": limits().max_audio_seconds,
         "finalErrors": sorted(FINAL_ERRORS),
     }
 

@@ -14,6 +14,7 @@ from progress.views import readable_task
 
 from .formats import FORMATS, download_name, render
 from .models import Transcription
+from .views import error_response
 
 
 def _finished(task: Task) -> tuple[Transcription | None, JsonResponse | None]:
@@ -25,7 +26,7 @@ def _finished(task: Task) -> tuple[Transcription | None, JsonResponse | None]:
         )
     record = Transcription.objects.filter(pk=task.task_id).first()
     if record is None or record.result is None:
-        return None, JsonResponse({"error": "no_result", "detail": "this task has no transcript"}, status=404)
+        return None, error_response(404, "no_result", "this task has no transcript")
     return record, None
 
 
@@ -38,8 +39,7 @@ def task_result(request: HttpRequest, task: Task, fmt: str | None = None) -> Htt
     """
     fmt = fmt or request.GET.get("format")
     if fmt is not None and fmt not in FORMATS:
-        detail = f"format must be one of {', '.join(FORMATS)}"
-        return JsonResponse({"error": "bad_format", "detail": detail}, status=400)
+        return error_response(400, "bad_format", f"format must be one of {', '.join(FORMATS)}")
     record, refusal = _finished(task)
     if refusal is not None:
         return refusal

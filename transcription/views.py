@@ -43,7 +43,8 @@ log = logging.getLogger("transcription")
 _SUFFIX = re.compile(r"^\.[a-z0-9]{1,8}$")
 
 
-def _error(status: int, code: str, detail: str) -> JsonResponse:
+def error_response(status: int, code: str, detail: str) -> JsonResponse:
+    """The JSON refusal ``{"error": code, "detail": detail}``, logged as one line."""
     log.info("transcription: refused with %s %s: %s", status, code, detail)  # one line per limit hit
     return JsonResponse({"error": code, "detail": detail}, status=status)
 
@@ -100,7 +101,7 @@ def _csrf_checked(request: HttpRequest) -> HttpResponse:  # pragma: no cover - n
 
 
 def _csrf_failed() -> JsonResponse:
-    return _error(403, "csrf_failed", "send the csrftoken cookie and its value in X-CSRFToken")
+    return error_response(403, "csrf_failed", "send the csrftoken cookie and its value in X-CSRFToken")
 
 
 @csrf_exempt  # checked in the view: CSRF reads the body, which must go through the handlers set first
@@ -108,7 +109,7 @@ def _csrf_failed() -> JsonResponse:
 def create_task(request: HttpRequest) -> HttpResponse:
     """POST /api/tasks/: store an uploaded audio file as a new task of the requester's, queue it (201)."""
     if "task_id" in request.GET:
-        return _error(
+        return error_response(
             400,
             "task_id_not_allowed",
             "task ids are made by the server: POST /api/tasks/reserve for one to watch the upload",
@@ -142,7 +143,7 @@ def reserve_task(request: HttpRequest) -> HttpResponse:
     owner = owner_key(request)
     if not _may_reserve(owner):
         detail = "this session has too many uploads waiting; finish or abandon one first"
-        return _error(429, "too_many_reservations", detail)
+        return error_response(429, "too_many_reservations", detail)
     task_id = start_task(ProgressStage.UPLOADING, owner=owner)
     return JsonResponse(
         {**task_links(request, task_id), "upload_url": f"/api/tasks/{task_id}/upload"}, status=201
@@ -155,7 +156,7 @@ def reserve_task(request: HttpRequest) -> HttpResponse:
 def upload_task(request: HttpRequest, task: Task) -> HttpResponse:
     """POST /api/tasks/<id>/upload: the audio of a task reserved by this session (201)."""
     if (task.status, task.stage) != (TaskStatus.RUNNING.value, ProgressStage.UPLOADING.value):
-        return _error(409, "already_uploaded", "this task has its upload already; reserve a new one")
+        return error_response(409, "already_uploaded", "this task has its upload already; reserve a new one")
     handler = LimitedUploadHandler(request, limits().max_upload_bytes)
     response = _upload(request, task.task_id, handler)
     if response.status_code >= 400 and response.status_code != 409:
@@ -189,20 +190,22 @@ def _receive(request: HttpRequest, reserved: str | None, handler: LimitedUploadH
         refusal = _csrf_refusal(request)  # reads the body, through the handler
         upload = request.FILES.get("file")
     except (MultiPartParserError, SuspiciousOperation) as exc:
-        return _error(400, "bad_multipart", f"the body is not a valid multipart/form-data upload: {exc}")
+        return error_response(
+            400, "bad_multipart", f"the body is not a valid multipart/form-data upload: {exc}"
+        )
     if refusal is not None:
         return _csrf_failed()
     limit = limits().max_upload_bytes
     if handler.too_large:
-        return _error(413, "file_too_large", f"files may be at most {limit} bytes")
+        return error_response(413, "file_too_large", f"files may be at most {limit} bytes")
     if upload is None:
-        return _error(400, "no_file", "send the audio as the multipart form field 'file'")
+        return error_response(400, "no_file", "send the audio as the multipart form field 'file'")
     if upload.size == 0:
-        return _error(400, "empty_file", "the uploaded file is empty")
+        return error_response(400, "empty_file", "the uploaded file is empty")
     header = upload.read(max(HEADER_BYTES, 64))
     upload.seek(0)
     if not is_audio(header):
-        return _error(415, "not_audio", "the file is not audio (WAV, FLAC, Ogg, MP3 or AIFF)")
+        return error_response(415, "not_audio", "the file is not audio (WAV, FLAC, Ogg, MP3 or AIFF)")
     assert isinstance(upload, TemporaryUploadedFile)  # the only handler in use writes to disk
     seconds, too_long = _duration(Path(upload.temporary_file_path()))
     if too_long is not None:
@@ -212,7 +215,7 @@ def _receive(request: HttpRequest, reserved: str | None, handler: LimitedUploadH
         with transaction.atomic():  # the claim: of two uploads into one reserved task, one wins
             Transcription.objects.create(task_id=task_id, original_name=(upload.name or "")[:255])
     except IntegrityError:
-        return _error(409, "already_uploaded", "this task has its upload already; reserve a new one")
+        return error_response(409, "already_uploaded", "this task has its upload already; reserve a new one")
     stored = _store(upload, task_id)
     Transcription.objects.filter(pk=task_id).update(
         audio_path=str(stored.relative_to(settings.MEDIA_ROOT)), size=upload.size or 0, duration=seconds
@@ -229,11 +232,11 @@ def _duration(path: Path) -> tuple[float | None, JsonResponse | None]:
     try:
         seconds = audio_duration(path)
     except AudioError as exc:
-        return None, _error(415, "not_audio", exc.user_message)
+        return None, error_response(415, "not_audio", exc.user_message)
     limit = limits().max_audio_seconds
     if seconds is not None and seconds > limit:
         detail = f"the audio lasts {seconds:.0f} s; at most {limit:.0f} s are allowed"
-        return seconds, _error(413, "audio_too_long", detail)
+        return seconds, error_response(413, "audio_too_long", detail)
     return seconds, None
 
 
@@ -241,7 +244,7 @@ def _enqueue(task_id: str, attempt: int) -> JsonResponse | None:
     """Hand an attempt to the job runner; a 503 (the task failed) when the queue is unavailable."""
     if enqueue_or_fail(task_id, attempt):
         return None
-    return _error(503, "enqueue_failed", "the job queue is unavailable; retry the task later")
+    return error_response(503, "enqueue_failed", "the job queue is unavailable; retry the task later")
 
 
 def _store(upload: UploadedFile[Any], task_id: str) -> Path:
@@ -269,15 +272,15 @@ def retry_task(request: HttpRequest, task: Task) -> HttpResponse:
         )
     allowed = limits().max_attempts
     if task.attempt >= allowed:
-        return _error(
+        return error_response(
             409, "too_many_attempts", f"a task may run at most {allowed} times; upload the file again"
         )
     record = Transcription.objects.filter(pk=task.task_id).first()
     if record is None or not record.audio_path:
-        return _error(409, "nothing_to_retry", "this task has no stored audio; upload the file again")
+        return error_response(409, "nothing_to_retry", "this task has no stored audio; upload the file again")
     attempt = restart_task(task.task_id, "retrying")
     if attempt is None:
-        return _error(409, "not_failed", "the task changed while retrying; reload its status")
+        return error_response(409, "not_failed", "the task changed while retrying; reload its status")
     failed = _enqueue(task.task_id, attempt)
     return failed or JsonResponse({**task_links(request, task.task_id), "attempt": attempt}, status=202)
 
