@@ -228,11 +228,7 @@
   };
 
   Row.prototype.toggleTranscript = function () {
-    var list = this.q(".transcript"), button = this.q(".transcript-toggle");
-    var open = list.hidden;
-    list.hidden = !open;
-    button.textContent = open ? "Hide transcript" : "Show transcript";
-    button.setAttribute("aria-expanded", String(open));
+    var open = this.toggle(this.q(".transcript-toggle"), this.q(".transcript"), "Show transcript", "Hide transcript");
     if (open && !this.loaded) this.loadTranscript();
   };
 
@@ -267,10 +263,12 @@
     });
   };
 
+  // Show or hide `box`, labelling its button to match; whether it is shown now.
   Row.prototype.toggle = function (button, box, closed, open) {
     box.hidden = !box.hidden;
     button.textContent = box.hidden ? closed : open;
     button.setAttribute("aria-expanded", String(!box.hidden));
+    return !box.hidden;
   };
 
   Row.prototype.copy = function () {
@@ -284,6 +282,5 @@
   };
 
   global.TranscriptionRow = Row;
-  global.TranscriptionRow.clock = clock;
   global.TranscriptionRow.size = size;
 })(window);
