@@ -14,8 +14,10 @@ from transcription.audio import (
     HEADER_BYTES,
     SUPPORTED_FORMATS,
     AudioError,
+    AudioTooLong,
     decodable_formats,
     decode_to_pcm16k,
+    duration,
     is_audio,
     open_pcm16k,
     sniff,
@@ -254,3 +256,92 @@ def test_without_sox_only_plain_wav_is_accepted(tmp_path, monkeypatch):
         assert decode_to_pcm16k(wav)[1] == pytest.approx(1.0)
     finally:
         decodable_formats.cache_clear()
+
+
+def wav_bytes(chunks: list[tuple[bytes, bytes]]) -> bytes:
+    """A RIFF/WAVE file of the given (id, body) chunks, exactly as given."""
+    body = b"".join(
+        cid + struct.pack("<I", len(data)) + data + b"\0" * (len(data) % 2) for cid, data in chunks
+    )
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WAVE" + body
+
+
+def fmt_chunk(rate: int, channels: int = 1, bits: int = 16, tag: int = 1) -> tuple[bytes, bytes]:
+    block = channels * bits // 8
+    return b"fmt ", struct.pack("<HHIIHH", tag, channels, rate, rate * block, block, bits)
+
+
+@pytest.mark.parametrize(
+    ("ext", "options"),
+    [
+        ("flac", ("-r", "8000")),
+        ("ogg", ("-r", "8000", "-C", "-1")),
+        ("mp3", ("-r", "8000", "-C", "8")),
+        ("aiff", ("-r", "8000")),
+        ("wav", ("-r", "8000", "-e", "gsm-full-rate")),  # a compressed WAV: its length comes from sox
+    ],
+)
+def test_duration_reads_every_format_without_an_extension(tmp_path, ext, options):
+    made = tone(tmp_path / f"a.{ext}", *options, seconds=7)
+    stored = tmp_path / "upload"  # stored uploads have no trustworthy extension
+    made.rename(stored)
+    assert duration(stored) == pytest.approx(7, abs=0.3)  # MP3 pads its last frame
+
+
+def test_duration_of_pcm_wav_comes_from_its_header(tmp_path):
+    path = tmp_path / "a.wav"
+    path.write_bytes(wav_bytes([fmt_chunk(8000, channels=2), (b"data", bytes(8000 * 4 * 3))]))
+    assert duration(path) == pytest.approx(3.0)
+
+
+def test_duration_that_cannot_be_read_is_refused(tmp_path):
+    flac = tone(tmp_path / "a.flac", "-r", "8000")
+    path = tmp_path / "noise"
+    path.write_bytes(flac.read_bytes()[:4] + bytes(range(256)) * 8)  # "fLaC", then no STREAMINFO
+    with pytest.raises(AudioError) as caught:
+        duration(path)
+    assert caught.value.error_code == "invalid_audio"
+
+
+@pytest.mark.parametrize(
+    "fmts",
+    [
+        [fmt_chunk(100), fmt_chunk(192_000)],  # two format headers: decoders disagree on which counts
+        [fmt_chunk(0)],
+        [fmt_chunk(0xFFFFFFFF // 2)],
+        [fmt_chunk(16_000, channels=0)],
+        [fmt_chunk(16_000, channels=200)],
+        [fmt_chunk(16_000, bits=12)],
+    ],
+)
+def test_absurd_wav_headers_are_refused(tmp_path, fmts):
+    path = tmp_path / "bad.wav"
+    path.write_bytes(wav_bytes([*fmts, (b"data", bytes(32_000))]))
+    with pytest.raises(AudioError) as caught:
+        duration(path)
+    assert caught.value.error_code == "invalid_audio"
+    with pytest.raises(AudioError):
+        decode_to_pcm16k(path)
+
+
+def test_decode_stops_at_the_limit_whatever_the_header_says(tmp_path):
+    long = tone(tmp_path / "a.flac", "-r", "44100", "-c", "2", seconds=60)
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(AudioTooLong) as caught, open_pcm16k(long, max_seconds=5, workdir=work):
+        pass
+    assert caught.value.error_code == "audio_too_long"
+    assert list(work.iterdir()) == []  # the partial decode is gone
+
+
+def test_decode_within_the_limit_is_whole(tmp_path):
+    flac = tone(tmp_path / "a.flac", "-r", "44100", seconds=4)
+    with open_pcm16k(flac, max_seconds=5, workdir=tmp_path) as audio:
+        assert audio.duration == pytest.approx(4.0)
+        assert audio.path.parent == tmp_path
+
+
+def test_canonical_wav_past_the_limit_is_refused_without_reading(tmp_path):
+    wav = tone(tmp_path / "a.wav", "-r", "16000", "-c", "1", "-b", "16", seconds=6)
+    with pytest.raises(AudioTooLong), open_pcm16k(wav, max_seconds=5):
+        pass

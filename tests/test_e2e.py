@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -290,8 +291,11 @@ async def test_e2e_streaming_server_reports_upload_progress_live(embedded, speec
 
 
 async def test_e2e_embedded_undecodable_audio_fails_the_watchers(embedded, tmp_path):
+    whole = tmp_path / "whole.flac"
+    subprocess.run(["sox", "-n", "-r", "16000", str(whole), "synth", "3", "sine", "440"], check=True)
     broken = tmp_path / "broken.flac"
-    broken.write_bytes(b"fLaC" + bytes(2000))  # a FLAC signature, then nothing sox can decode
+    # Its header says 3 s, so the upload is taken; its frames stop halfway, so the decode fails.
+    broken.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     client, task_id = await upload(embedded, broken)
     watchers, tasks = await watch(embedded, task_id)
     await asyncio.wait_for(asyncio.gather(*tasks), 60)

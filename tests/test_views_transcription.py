@@ -318,7 +318,7 @@ def test_views_two_new_uploads_at_once_never_share_a_task(client, media, tmp_pat
 
 def test_views_upload_damaged_wav_is_415_before_any_task(client, media):
     response = upload(client, "broken.wav", b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(2000))
-    assert (response.status_code, response.json()["error"]) == (415, "not_audio")
+    assert (response.status_code, response.json()["error"]) == (415, "invalid_audio")
     assert not Task.objects.exists()
 
 

@@ -24,7 +24,16 @@ HEADER_BYTES = 64
 SUPPORTED_FORMATS = ("wav", "flac", "ogg", "mp3", "aiff")
 
 _WAVE_FORMAT_PCM = 0x0001
+_FIXED_FRAME_TAGS = {0x0001, 0x0003, 0x0006, 0x0007}
+"""WAV encodings whose frames are ``channels * bits / 8`` bytes (PCM, float, A-law, mu-law): the header
+alone gives their length. Any other encoding's length comes from the decoder."""
 _STREAMING_SIZES = {0, 0xFFFFFFFF}  # written by encoders that could not seek back to fill in the size
+MAX_WAV_RATE = 768_000
+MAX_WAV_CHANNELS = 32
+INFO_TIMEOUT = 30.0
+"""Seconds sox may take to read a file's length from its header (it reads no samples)."""
+DECODE_BLOCK = 256 * 1024
+MAX_SOX_MESSAGES = 64 * 1024
 
 
 class AudioError(ValueError):
@@ -36,6 +45,15 @@ class AudioError(ValueError):
         super().__init__(user_message if detail is None else f"{user_message} ({detail})")
         self.user_message = user_message
         self.detail = detail
+
+
+class AudioTooLong(AudioError):
+    """The audio lasts longer than the limit: known from its header, or found while decoding it."""
+
+    error_code = "audio_too_long"
+
+    def __init__(self, limit: float, detail: str | None = None) -> None:
+        super().__init__(f"The recording is longer than the {limit:g} seconds this service accepts.", detail)
 
 
 def sniff(header: bytes) -> str | None:
@@ -134,10 +152,13 @@ def _wav_layout(path: Path) -> _WavLayout:
                 raise AudioError("The WAV file is truncated: it has no audio data.", "no data chunk")
             chunk_id, chunk_size = head[:4], struct.unpack("<I", head[4:])[0]
             if chunk_id == b"fmt ":
+                if fmt is not None:  # decoders disagree on which one counts: refuse, never guess
+                    raise AudioError("The WAV file is damaged: it has more than one format header.")
                 body = f.read(chunk_size)
                 if chunk_size < 16 or len(body) < 16:
                     raise AudioError("The WAV file is damaged: its format header is too short.")
                 tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
+                _check_format(tag, channels, rate, bits)
                 fmt = (tag, channels, rate, bits)
                 f.seek(chunk_size % 2, os.SEEK_CUR)
                 continue
@@ -157,6 +178,16 @@ def _wav_layout(path: Path) -> _WavLayout:
             f.seek(chunk_size + chunk_size % 2, os.SEEK_CUR)
             if f.tell() > size:
                 raise AudioError("The WAV file is truncated.", f"chunk {chunk_id!r} runs past the end")
+
+
+def _check_format(tag: int, channels: int, rate: int, bits: int) -> None:
+    """Refuse a WAV format header no recording has: no channels, no or absurd rate, odd sample sizes."""
+    if not 1 <= channels <= MAX_WAV_CHANNELS:
+        raise AudioError("The WAV file is damaged: its channel count is impossible.", f"{channels} channels")
+    if not 1 <= rate <= MAX_WAV_RATE:
+        raise AudioError("The WAV file is damaged: its sample rate is impossible.", f"{rate} Hz")
+    if tag in _FIXED_FRAME_TAGS and bits not in (8, 16, 24, 32, 64):
+        raise AudioError("The WAV file is damaged: its sample size is impossible.", f"{bits} bits")
 
 
 def check_file(path: Path) -> str:
@@ -182,38 +213,74 @@ def check_file(path: Path) -> str:
     return kind
 
 
-def duration(path: Path) -> float | None:
-    """The audio's length in seconds, read cheaply (WAV header, else sox's estimate); None if unknown."""
+def duration(path: Path) -> float:
+    """The audio's length in seconds, from its header (no samples decoded); AudioError if unknown."""
     kind = check_file(path)
     if kind == "wav":
         layout = _wav_layout(path)
-        frame = layout.channels * max(1, layout.bits // 8)
-        return layout.data_bytes / (frame * layout.rate) if layout.rate and frame else None
+        if layout.format_tag in _FIXED_FRAME_TAGS:
+            return layout.data_bytes / (layout.channels * layout.bits // 8 * layout.rate)
+    seconds = _sox_info_duration(path, kind)
+    if seconds is None or not 0 < seconds < float("inf"):
+        raise AudioError("The length of this recording could not be read from the file.", f"sox: {seconds}")
+    return seconds
+
+
+def _sox_info_duration(path: Path, kind: str) -> float | None:
+    """sox's reading of the file's length (its header, or for MP3 a scan of frame headers), or None."""
     sox = shutil.which("sox")
     if sox is None:
         return None
-    result = subprocess.run(
-        [sox, "--i", "-D", "-t", kind, str(path)], capture_output=True, text=True, check=False, timeout=30
-    )
+    # sox picks a reader by file name (it cannot tell MP3 from content), and `--i` takes no type
+    # option: a link named for the sniffed format tells it.
+    with tempfile.TemporaryDirectory(prefix="soxi-") as folder:
+        link = Path(folder) / f"audio.{kind}"
+        link.symlink_to(Path(path).resolve())
+        try:
+            result = subprocess.run(
+                [sox, "--i", "-D", str(link)],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=INFO_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired:
+            return None
     try:
         return float(result.stdout.strip())
     except ValueError:
         return None
 
 
-def _sox_to_raw(path: Path, kind: str, out: Path) -> None:
-    """Convert any format sox reads to raw 16 kHz mono s16le PCM in ``out``; AudioError on failure."""
+def _sox_to_raw(path: Path, kind: str, out: Path, max_bytes: int | None) -> None:
+    """Convert any format sox reads to raw 16 kHz mono s16le PCM in ``out``, stopping with AudioTooLong
+    once more than ``max_bytes`` came out (whatever the header said); AudioError on failure."""
     sox = shutil.which("sox")
     if sox is None:
         raise AudioError(f"This server cannot decode {kind.upper()} audio.", "sox is not installed")
     # Explicit input type: uploads are stored without a trustworthy extension.
     command = [sox, "-V2", "-t", kind, str(path), "-t", "raw", "-e", "signed-integer", "-b", "16"]
-    command += ["-c", "1", "-r", str(SAMPLE_RATE), "-L", str(out)]
-    result = subprocess.run(command, capture_output=True, check=False)
-    messages = result.stderr.decode(errors="replace").strip()
+    command += ["-c", "1", "-r", str(SAMPLE_RATE), "-L", "-"]
+    written = 0
+    with tempfile.TemporaryFile() as errors, out.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors)
+        assert process.stdout is not None
+        try:
+            while block := process.stdout.read(DECODE_BLOCK):
+                written += len(block)
+                if max_bytes is not None and written > max_bytes:
+                    raise AudioTooLong(max_bytes / BYTES_PER_SECOND, f"decoding passed {max_bytes} bytes")
+                sink.write(block)
+        finally:
+            process.stdout.close()
+            if process.poll() is None:
+                process.kill()
+            returncode = process.wait()
+        errors.seek(0)
+        messages = errors.read(MAX_SOX_MESSAGES).decode(errors="replace").strip()
     # sox exits 0 on some decoder failures (a FLAC cut short) but says FAIL.
-    if result.returncode != 0 or " FAIL " in messages:
-        detail = messages[-2000:] or f"sox exited {result.returncode}"
+    if returncode != 0 or " FAIL " in messages:
+        detail = messages[-2000:] or f"sox exited {returncode}"
         raise AudioError(
             f"The {kind.upper()} file could not be decoded; it may be damaged or cut short.", detail
         )
@@ -222,10 +289,14 @@ def _sox_to_raw(path: Path, kind: str, out: Path) -> None:
 
 
 @contextmanager
-def open_pcm16k(path: Path) -> Iterator[PcmAudio]:
-    """The file's audio as 16 kHz mono PCM, decoded to a temporary file when needed (removed after)."""
+def open_pcm16k(
+    path: Path, *, max_seconds: float | None = None, workdir: Path | None = None
+) -> Iterator[PcmAudio]:
+    """The file's audio as 16 kHz mono PCM, decoded to a temporary file in ``workdir`` when needed
+    (removed after). Past ``max_seconds`` of audio it raises AudioTooLong, and a decode stops there."""
     path = Path(path)
     kind = check_file(path)
+    max_bytes = None if max_seconds is None else int(max_seconds * SAMPLE_RATE) * SAMPLE_WIDTH
     if kind == "wav":
         layout = _wav_layout(path)
         if (layout.format_tag, layout.channels, layout.rate, layout.bits) == (
@@ -235,14 +306,16 @@ def open_pcm16k(path: Path) -> Iterator[PcmAudio]:
             16,
         ):
             audio = PcmAudio(path, layout.data_offset, layout.data_bytes - layout.data_bytes % SAMPLE_WIDTH)
+            if max_bytes is not None and audio.nbytes > max_bytes:
+                raise AudioTooLong(max_bytes / BYTES_PER_SECOND, f"{audio.duration:.0f} s of samples")
             _require_samples(audio)
             yield audio
             return
-    fd, name = tempfile.mkstemp(prefix="pcm16k-", suffix=".raw")
+    fd, name = tempfile.mkstemp(prefix="pcm16k-", suffix=".raw", dir=workdir)
     os.close(fd)
     raw = Path(name)
     try:
-        _sox_to_raw(path, kind, raw)
+        _sox_to_raw(path, kind, raw, max_bytes)
         size = raw.stat().st_size
         audio = PcmAudio(raw, 0, size - size % SAMPLE_WIDTH)
         _require_samples(audio)

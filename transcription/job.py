@@ -12,6 +12,7 @@ from progress.recorder import Job, JobFailed, claim
 from progress.schemas import ProgressStage
 
 from . import retention
+from .conf import limits
 from .models import Transcription
 from .pipeline import AudioError, transcribe_file
 
@@ -43,7 +44,12 @@ def _transcribe(job: Job) -> None:
         job.progress(stage, percentage, message)
 
     try:
-        transcript = transcribe_file(path, on_progress)
+        transcript = transcribe_file(
+            path,
+            on_progress,
+            max_seconds=limits().max_audio_seconds,  # whatever the header said at upload
+            workdir=Path(settings.FILE_UPLOAD_TEMP_DIR),
+        )
     except AudioError as exc:
         raise JobFailed(exc.error_code, exc.user_message, str(exc)) from exc
     job.check()

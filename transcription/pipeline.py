@@ -11,11 +11,12 @@ from typing import Any
 
 from progress.schemas import ProgressStage
 
-from .audio import AudioError, PcmAudio, check_file, open_pcm16k
+from .audio import AudioError, AudioTooLong, PcmAudio, check_file, open_pcm16k
 from .engines import Segment, Utterance, Word, load_diarizer, load_engine
 
 __all__ = [
     "AudioError",
+    "AudioTooLong",
     "ProgressCallback",
     "Segment",
     "Transcript",
@@ -70,11 +71,19 @@ class _StageReporter:
         self(fraction)
 
 
-def transcribe_file(path: Path, on_progress: ProgressCallback, *, engine: str | None = None) -> Transcript:
+def transcribe_file(
+    path: Path,
+    on_progress: ProgressCallback,
+    *,
+    engine: str | None = None,
+    max_seconds: float | None = None,
+    workdir: Path | None = None,
+) -> Transcript:
     """Decode, recognise, align and diarize ``path``; AudioError if it is not audio we can decode.
 
     Reports TRANSCRIBING (percentage = audio processed), ALIGNING, then DIARIZING, each from 0 to 100.
-    ``engine`` is a dotted path overriding ``settings.TRANSCRIPTION_ENGINE``.
+    ``engine`` is a dotted path overriding ``settings.TRANSCRIPTION_ENGINE``; past ``max_seconds`` the
+    decode stops (AudioTooLong); ``workdir`` holds the decoded samples meanwhile.
     """
     path = Path(path)
     check_file(path)  # refuse non-audio before reporting anything
@@ -82,7 +91,7 @@ def transcribe_file(path: Path, on_progress: ProgressCallback, *, engine: str | 
     diarizer = load_diarizer()
     transcribing = _StageReporter(on_progress, ProgressStage.TRANSCRIBING)
     transcribing(0.0, "decoding audio")  # converting a long compressed file takes a while
-    with open_pcm16k(path) as audio:
+    with open_pcm16k(path, max_seconds=max_seconds, workdir=workdir) as audio:
         utterances = _recognise(audio, recogniser.feed, recogniser.finish, transcribing)
 
         aligning = _StageReporter(on_progress, ProgressStage.ALIGNING)

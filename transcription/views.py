@@ -228,13 +228,14 @@ def _receive(request: HttpRequest, reserved: str | None, handler: LimitedUploadH
 
 
 def _duration(path: Path) -> tuple[float | None, JsonResponse | None]:
-    """The audio's length, or a refusal: 415 when unreadable, 413 ``audio_too_long`` past the limit."""
+    """The audio's length, or a refusal: 415 ``invalid_audio`` when its header is damaged or does not
+    say, 413 ``audio_too_long`` past the limit. Nothing is decoded here."""
     try:
         seconds = audio_duration(path)
     except AudioError as exc:
-        return None, error_response(415, "not_audio", exc.user_message)
+        return None, error_response(415, exc.error_code, exc.user_message)
     limit = limits().max_audio_seconds
-    if seconds is not None and seconds > limit:
+    if seconds > limit:
         detail = f"the audio lasts {seconds:.0f} s; at most {limit:.0f} s are allowed"
         return seconds, error_response(413, "audio_too_long", detail)
     return seconds, None
