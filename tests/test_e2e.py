@@ -292,7 +292,8 @@ async def test_e2e_streaming_server_reports_upload_progress_live(embedded, speec
 
 async def test_e2e_embedded_undecodable_audio_fails_the_watchers(embedded, tmp_path):
     whole = tmp_path / "whole.flac"
-    subprocess.run(["sox", "-n", "-r", "16000", str(whole), "synth", "3", "sine", "440"], check=True)
+    command = ["sox", "-n", "-r", "16000", str(whole), "synth", "3", "sine", "440"]
+    await asyncio.to_thread(subprocess.run, command, check=True)
     broken = tmp_path / "broken.flac"
     # Its header says 3 s, so the upload is taken; its frames stop halfway, so the decode fails.
     broken.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
