@@ -6,15 +6,17 @@ from django.apps import AppConfig
 
 
 class ProgressConfig(AppConfig):
-    """Connects the settings cache to Django's setting_changed signal."""
+    """Connects the settings cache to Django's setting_changed signal; filters the servers' log lines."""
 
     name = "progress"
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        """Forget cached PROGRESS settings when tests override them."""
+        """Forget cached PROGRESS settings when tests override them; keep tokens out of server logs."""
         from django.test.signals import setting_changed
 
         from .conf import _reset
+        from .logs import redact_server_logs
 
         setting_changed.connect(_reset)
+        redact_server_logs()

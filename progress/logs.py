@@ -1,13 +1,55 @@
-"""Log formatting for operators: ``LOG_FORMAT=json`` gives one JSON object per line."""
+"""Log formatting for operators: ``LOG_FORMAT=json`` gives one JSON object per line, and no line
+carries a secret from a URL's query string."""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["JsonFormatter"]
+__all__ = ["SERVER_LOGGERS", "JsonFormatter", "RedactSecrets", "redact", "redact_server_logs"]
+
+_SECRET_PARAM = re.compile(r"([?&;](?:token|api_key|key)=)[^&;\s\"']+", re.IGNORECASE)
+SERVER_LOGGERS = ("uvicorn.access", "uvicorn.error", "django.channels.server", "daphne", "django.request")
+"""Loggers whose lines quote request paths with their query strings (access and WebSocket lines)."""
+
+
+def redact(text: str) -> str:
+    """``text`` with every ``token=`` (and key) value of a query string replaced by ``[redacted]``."""
+    return _SECRET_PARAM.sub(r"\1[redacted]", text) if "=" in text else text
+
+
+def _redacted(value: Any) -> Any:
+    return redact(value) if isinstance(value, str) else value
+
+
+class RedactSecrets(logging.Filter):
+    """Removes watch tokens from a record's message and arguments before any handler sees it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record in place; never drops it."""
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, Mapping):
+            record.args = {key: _redacted(value) for key, value in record.args.items()}
+        elif isinstance(record.args, tuple):
+            record.args = tuple(_redacted(value) for value in record.args)
+        return True
+
+
+def redact_server_logs() -> None:
+    """Filter the servers' own loggers (uvicorn's, daphne's runserver): their lines name whole URLs.
+
+    A logger's filter sees only records logged on it, which is where these servers log their lines,
+    whatever handlers (theirs or the project's) print them."""
+    for name in SERVER_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+            logger.addFilter(RedactSecrets())
+
 
 _EXTRA = ("task_id", "client", "code", "duration_s")
 """Fields a log call may pass with ``extra=`` that are kept as fields of their own."""

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Starts the scale-out topology on this machine: one redis-server, several daphne processes and
+# Starts the scale-out topology on this machine: one redis-server, several uvicorn processes (the
+# production server, with deploy/'s flags) and
 # Celery workers sharing it and one database. Ctrl-C stops everything this script started.
 #   SERVERS=2 WORKERS=2 PORT=8001 REDIS_PORT=6390 scripts/scale_out.sh
 #   DATABASE_URL=postgres://user:pass@127.0.0.1/transcribe scripts/scale_out.sh   # PostgreSQL instead of SQLite
@@ -41,9 +42,12 @@ fi
 
 for i in $(seq 0 $((SERVERS - 1))); do
   port=$((PORT + i))
-  .venv/bin/daphne -b "$HOST" -p "$port" transcribe_project.asgi:application >"$LOGS/daphne-$port.log" 2>&1 &
+  # The same command as deploy/systemd/transcribe-web@.service; access lines carry no token.
+  .venv/bin/uvicorn --host "$HOST" --port "$port" --ws websockets-sansio --ws-max-size 65536 \
+    --ws-per-message-deflate false --timeout-graceful-shutdown 15 \
+    transcribe_project.asgi:application >"$LOGS/uvicorn-$port.log" 2>&1 &
   pids+=($!)
-  echo "server  http://$HOST:$port/  (log $LOGS/daphne-$port.log)"
+  echo "server  http://$HOST:$port/  (log $LOGS/uvicorn-$port.log)"
 done
 for i in $(seq 1 "$WORKERS"); do
   .venv/bin/celery -A transcribe_project worker -l info -n "worker$i@%h" --concurrency "${CONCURRENCY:-1}" \

@@ -202,7 +202,11 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "progress.logs.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    # Our own lines never quote a token either, whatever logger they come from.
+    "filters": {"redact": {"()": "progress.logs.RedactSecrets"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["redact"]}
+    },
     "loggers": {
         # Not propagated: a server that logs through the root logger (daphne) would print each line twice.
         "progress": {
