@@ -23,6 +23,7 @@ from django.http import HttpRequest
 from .conf import get_settings
 
 __all__ = [
+    "adopt_session_tasks",
     "new_task_id",
     "owner_key",
     "owners_of_request",
@@ -140,6 +141,16 @@ def public_detail(detail: str | None) -> str | None:
     if _TRACEBACK in detail:
         return None
     return _PATH_OR_URL.sub("…", detail)
+
+
+def adopt_session_tasks(sender: Any, request: HttpRequest, user: Any, **kwargs: Any) -> None:
+    """On login (``user_logged_in``): the tasks the anonymous session started become the user's, so they
+    stay in the user's list after logout and on every other device."""
+    from .models import Task
+
+    value = request.session.get(SESSION_OWNER_KEY) if hasattr(request, "session") else None
+    if isinstance(value, str) and user is not None and user.pk is not None:
+        Task.objects.filter(owner=f"session:{value}").update(owner=f"user:{user.pk}")
 
 
 def may_read(owner: str, owners: Iterable[str]) -> bool:

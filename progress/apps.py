@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
 
 
 class ProgressConfig(AppConfig):
@@ -20,3 +20,9 @@ class ProgressConfig(AppConfig):
 
         setting_changed.connect(_reset)
         redact_server_logs()
+        if apps.is_installed("django.contrib.auth"):
+            from django.contrib.auth.signals import user_logged_in
+
+            from .access import adopt_session_tasks
+
+            user_logged_in.connect(adopt_session_tasks, dispatch_uid="progress-adopt-session-tasks")

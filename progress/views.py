@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -88,6 +87,12 @@ def task_status(request: HttpRequest, task: Task) -> HttpResponse:
     return response
 
 
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
+)
+"""The task page runs only its own static scripts and styles, and nothing may frame it."""
+
+
 def page_not_found(request: HttpRequest) -> HttpResponse:
     """The "No such task" page (404) for a page of a task the requester may not see."""
     response = render(request, "progress/not_found.html", status=404)
@@ -102,11 +107,15 @@ def task_page(request: HttpRequest, task: Task) -> HttpResponse:
     token = request.GET.get("token") or ""
     context = {
         "task_id": task.task_id,
-        "client_options": {"heartbeatInterval": get_settings().HEARTBEAT_INTERVAL, "token": token or None},
-        "task_id_json": json.dumps(task.task_id),
+        "client_options": {
+            "taskId": task.task_id,
+            "heartbeatInterval": get_settings().HEARTBEAT_INTERVAL,
+            "token": token or None,
+        },
         "stages": [s.value for s in ProgressStage],
     }
     response = render(request, "progress/task.html", context)
     response["Cache-Control"] = "no-store"
     response["Referrer-Policy"] = "no-referrer"  # the token is in this page's URL
+    response["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     return response

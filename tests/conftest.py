@@ -64,6 +64,17 @@ def application() -> Any:
 _TASK_PATH = re.compile(r"^/ws/tasks/(?P<task_id>[A-Za-z0-9_-]{1,64})/?(?:\?|$)")
 
 
+def session_owner(client: Any) -> str:
+    """The owner key of a Django test client's session, giving the session one (as a first upload
+    does) if it has none yet."""
+    from progress.access import SESSION_OWNER_KEY
+
+    session = client.session  # the test client makes a session, and its cookie, if there is none
+    session.setdefault(SESSION_OWNER_KEY, "owner-of-" + session.session_key)
+    session.save()
+    return f"session:{session[SESSION_OWNER_KEY]}"
+
+
 def with_token(path: str) -> str:
     """``path`` with a watch token for its task added, unless it names one already (or no task)."""
     match = _TASK_PATH.match(path)

@@ -17,7 +17,6 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_progress")]
 
 def owned_task(client: Client, *, name: str = "Board meeting.wav", complete: bool = True) -> str:
     """A task of ``client``'s session, with its transcript stored (and completed, unless told)."""
-    client.get("/")  # the session and its owner value
     task_id: str = client.post("/api/tasks/reserve").json()["task_id"]
     Transcription.objects.create(task_id=task_id, original_name=name, result=RESULT if complete else None)
     report_progress(task_id, "queued", 0)

@@ -10,6 +10,7 @@ from django.test import Client
 from progress import report_error, report_progress, start_task, watch_token
 from progress.schemas import ProgressStage, SnapshotMessage, TaskStatus
 from progress.views import NOT_FOUND_BODY
+from tests.conftest import session_owner
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_progress")]
 
@@ -72,8 +73,7 @@ def test_views_refusals_are_byte_identical(client, settings):
 
 
 def test_views_owner_reads_without_token(client):
-    client.get("/")  # the page gives the session its owner value
-    task_id = start_task("queued", owner=_owner_of(client))
+    task_id = start_task("queued", owner=session_owner(client))
     assert status(client, task_id).status_code == 200
     assert status(Client(), task_id).content == NOT_FOUND_BODY
 
@@ -91,9 +91,3 @@ def test_views_task_page_needs_owner_or_token(client):
 def test_views_post_not_allowed(client):
     report_progress("job1", "queued", 0)
     assert client.post(f"/api/tasks/job1/?token={watch_token('job1')}").status_code == 405
-
-
-def _owner_of(client: Client) -> str:
-    from progress.access import SESSION_OWNER_KEY
-
-    return f"session:{client.session[SESSION_OWNER_KEY]}"

@@ -12,9 +12,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from progress import report_error, report_progress, restart_task, start_task, watch_token
-from progress.access import SESSION_OWNER_KEY
 from progress.models import Task
 from progress.views import NOT_FOUND_BODY
+from tests.conftest import session_owner
 from tests.fixtures_audio import fraction_recognised, make_speech_wav, spoken_text
 from transcription.models import Transcription
 
@@ -256,8 +256,7 @@ def test_views_retries_are_limited(client, media, settings, tmp_path):
 
 def owned(client: Client, stage: str) -> str:
     """A task owned by ``client``'s session."""
-    client.get("/")
-    return start_task(stage, owner=f"session:{client.session[SESSION_OWNER_KEY]}")
+    return start_task(stage, owner=session_owner(client))
 
 
 def speech_bytes(tmp_path: Path) -> bytes:

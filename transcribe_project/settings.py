@@ -37,7 +37,7 @@ ALLOWED_HOSTS = [
 INSTALLED_APPS = [
     "transcription",  # first: its runserver (daphne's, with prompt pings) wins over daphne's and Django's
     "daphne",
-    "django.contrib.admin",
+    "transcribe_project.security.ThrottledAdminConfig",  # django.contrib.admin, logins throttled
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -55,7 +55,14 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",  # X-Frame-Options: DENY on every response
+    "transcribe_project.security.content_security_policy",
 ]
+X_FRAME_OPTIONS = "DENY"
+ADMIN_LOGIN_FAILURES = int(os.environ.get("ADMIN_LOGIN_FAILURES", 10))
+ADMIN_LOGIN_WINDOW = float(os.environ.get("ADMIN_LOGIN_WINDOW", 15 * 60))
+"""Failed logins from one address, or for one username, within this many seconds before the admin
+refuses further logins from it (429) until the oldest failure is that old."""
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _flag("SECURE_COOKIES", False)
@@ -156,6 +163,12 @@ TRANSCRIPTION_MAX_ATTEMPTS = int(os.environ.get("TRANSCRIPTION_MAX_ATTEMPTS", 3)
 """Times one task may run: the first attempt and its retries."""
 TRANSCRIPTION_KEEP_FAILED_AUDIO = float(os.environ.get("TRANSCRIPTION_KEEP_FAILED_AUDIO", 24 * 3600))
 """Seconds a failed task's audio is kept for a retry (less if no retry can use it)."""
+TRANSCRIPTION_UPLOADS_PER_MINUTE = int(os.environ.get("TRANSCRIPTION_UPLOADS_PER_MINUTE", 20))
+"""New uploads one owner, and one client address, may start in any minute (429 and Retry-After past it)."""
+TRANSCRIPTION_MAX_OWNER_BYTES = int(os.environ.get("TRANSCRIPTION_MAX_OWNER_BYTES", 2 * 1024**3))
+"""Bytes of audio one owner may have stored at once (files waiting for or in a job); 429 past it."""
+TRANSCRIPTION_RESERVATION_TTL = float(os.environ.get("TRANSCRIPTION_RESERVATION_TTL", 3600))
+"""Seconds a reserved task waits for its upload; then it fails (upload_expired) and stops counting."""
 TRANSCRIPTION_WORKERS = int(os.environ.get("TRANSCRIPTION_WORKERS", "2"))
 """Jobs run at once by the in-process pool (embedded default, no REDIS_URL)."""
 TRANSCRIPTION_ENGINE = os.environ.get("TRANSCRIPTION_ENGINE", "transcription.engines.PocketSphinxEngine")

@@ -16,6 +16,12 @@ class Limits:
     upload_idle_timeout: float
     max_attempts: int
     keep_failed_audio: float
+    uploads_per_minute: int
+    """New uploads (or reservations) one owner, and one client address, may start in any 60 s."""
+    max_owner_bytes: int
+    """Bytes of uploaded audio one owner may have stored at once (waiting or running jobs' files)."""
+    reservation_ttl: float
+    """Seconds a reserved task waits for its upload before it fails as ``upload_expired``."""
 
 
 def limits() -> Limits:
@@ -26,4 +32,7 @@ def limits() -> Limits:
         upload_idle_timeout=float(getattr(settings, "TRANSCRIPTION_UPLOAD_IDLE_TIMEOUT", 30)),
         max_attempts=int(getattr(settings, "TRANSCRIPTION_MAX_ATTEMPTS", 3)),
         keep_failed_audio=float(getattr(settings, "TRANSCRIPTION_KEEP_FAILED_AUDIO", 24 * 3600)),
+        uploads_per_minute=int(getattr(settings, "TRANSCRIPTION_UPLOADS_PER_MINUTE", 20)),
+        max_owner_bytes=int(getattr(settings, "TRANSCRIPTION_MAX_OWNER_BYTES", 2 * 1024**3)),
+        reservation_ttl=float(getattr(settings, "TRANSCRIPTION_RESERVATION_TTL", 3600)),
     )

@@ -1,4 +1,7 @@
-"""The job body: one attempt of a transcription, from the stored audio to the stored transcript."""
+"""The job body: one attempt of a transcription, from the stored audio to the stored transcript.
+
+A runner's turn calls ``run_next``: the fairest waiting task (progress.queue) runs, whichever upload
+queued the turn."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
+from progress.queue import claim_next
 from progress.recorder import Job, JobFailed, claim
 from progress.schemas import ProgressStage
 
@@ -19,18 +23,31 @@ from .pipeline import AudioError, transcribe_file
 log = logging.getLogger("transcription")
 
 
+def run_next() -> str | None:
+    """Run the waiting transcription that is fairest to start now; its task id, or None if none waits."""
+    job = claim_next()
+    if job is None:
+        return None
+    _run(job)
+    return job.task_id
+
+
 def run(task_id: str, attempt: int) -> bool:
     """Run one attempt of a transcription if it is still waiting; True if this call ran it."""
     job = claim(task_id, attempt)
     if job is None:
         return False
+    _run(job)
+    return True
+
+
+def _run(job: Job) -> None:
     with job:
         _transcribe(job)
     try:
         retention.forget_unusable_audio()  # this job's audio too, if it failed for good
     except Exception:
         log.exception("transcription: could not delete unusable audio")
-    return True
 
 
 def _transcribe(job: Job) -> None:

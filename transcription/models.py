@@ -22,3 +22,15 @@ class Transcription(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_id} {self.original_name} {'done' if self.result is not None else 'pending'}"
+
+
+class Hit(models.Model):
+    """One counted action of a client (an upload, a failed login) for transcription.throttle's windows."""
+
+    key = models.CharField(max_length=64)
+    """What was counted, as ``<kind>:<digest>`` (see throttle.key)."""
+    at = models.FloatField()
+    """When, in epoch seconds."""
+
+    class Meta:
+        indexes = [models.Index(fields=["key", "at"], name="transcription_hit_key_at")]

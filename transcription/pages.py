@@ -10,7 +10,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET
 
 from progress import watch_token
-from progress.access import may_read, owner_key, owners_of_request
+from progress.access import may_read, owners_of_request
 from progress.conf import get_settings
 from progress.models import Task
 from progress.views import page_not_found, readable_task
@@ -73,8 +73,9 @@ def _options() -> dict[str, Any]:
 @ensure_csrf_cookie
 @require_GET
 def index(request: HttpRequest) -> HttpResponse:
-    """GET /: upload audio files and watch their transcriptions live; the session's list below."""
-    owner_key(request)  # the session cookie is set now, so the page's uploads have an owner
+    """GET /: upload audio files and watch their transcriptions live; the session's list below.
+
+    It makes no session: a visitor's first reservation does, so one who uploads nothing leaves no row."""
     return _page(request, "transcription/index.html", {"options": {**_options(), "mode": "index"}})
 
 

@@ -24,12 +24,13 @@ _STARTED = utcnow()
 _recovered = False
 
 SWEEP_INTERVAL = 60.0
-"""Seconds between two looks for audio no retry can use (a reaped task's, one past the keeping time)."""
+"""Seconds between two housekeeping sweeps (retention.sweep): unusable audio, expired reservations and
+sessions, old throttle hits."""
 
 
 def ensure_recovered() -> None:
-    """Once per server process: pick up work an earlier process left behind (embedded default), and
-    delete audio no retry can use, from then on."""
+    """Once per server process: pick up work an earlier process left behind (embedded default), then
+    sweep what is no longer kept (retention.sweep) every SWEEP_INTERVAL."""
     global _recovered
     if _recovered:
         return
@@ -47,9 +48,7 @@ def _housekeeping() -> None:
             connection.close()
     while True:
         try:
-            retention.forget_unusable_audio()
-        except Exception:
-            log.exception("transcription: could not delete unusable audio")
+            retention.sweep()
         finally:
             connection.close()
         time.sleep(SWEEP_INTERVAL)

@@ -1,17 +1,22 @@
-"""Uploaded audio is kept only while a job can still use it: a transcript, or a retry, needs it."""
+"""What is kept, and for how long: uploaded audio only while a job can still use it (a transcript, or
+a retry, needs it); a reservation only while its upload may still come."""
 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
+from importlib import import_module
 from pathlib import Path
 
 from django.conf import settings
 from django.utils import timezone
 
+from progress import report_error
 from progress.models import Task
-from progress.schemas import TaskStatus
+from progress.schemas import ProgressStage, TaskStatus
 
+from . import throttle
 from .conf import limits
 from .models import Transcription
 
@@ -45,3 +50,54 @@ def forget(task_id: str) -> None:
     (Path(settings.MEDIA_ROOT) / record.audio_path).unlink(missing_ok=True)
     Transcription.objects.filter(pk=task_id).update(audio_path="")
     log.info("transcription: deleted the audio of task %s, which no retry can use", task_id)
+
+
+def expire_reservations(owner: str | None = None) -> list[str]:
+    """Fail reservations (of ``owner``, or everyone's) whose upload did not come within
+    RESERVATION_TTL (``upload_expired``): they stop counting against the owner; the ids failed."""
+    cutoff = timezone.now() - timedelta(seconds=limits().reservation_ttl)
+    waiting = Task.objects.filter(
+        status=TaskStatus.RUNNING.value, stage=ProgressStage.UPLOADING.value, updated_at__lt=cutoff
+    )
+    if owner is not None:
+        waiting = waiting.filter(owner=owner)
+    expired = []
+    for task_id in waiting.values_list("task_id", flat=True):
+        if report_error(
+            task_id, "upload_expired", "No file arrived for this task in time; please upload again."
+        ):
+            expired.append(task_id)
+    if expired:
+        log.info("transcription: %s reservations expired without their upload", len(expired))
+    return expired
+
+
+HITS_KEPT = 24 * 3600.0
+"""Seconds of throttle hits kept: longer than any window looks back."""
+
+
+def sweep() -> None:
+    """Housekeeping, every SWEEP_INTERVAL in every server process: each step on its own, so one that
+    fails does not keep the others from running."""
+    steps = (
+        forget_unusable_audio,
+        expire_reservations,
+        clear_expired_sessions,
+        forget_old_hits,
+    )
+    for step in steps:
+        try:
+            step()
+        except Exception:
+            log.exception("transcription: housekeeping step %s failed", getattr(step, "__name__", step))
+
+
+def clear_expired_sessions() -> None:
+    """Delete sessions past their expiry (what ``manage.py clearsessions`` does), when sessions are used."""
+    if "django.contrib.sessions" in settings.INSTALLED_APPS:
+        import_module(settings.SESSION_ENGINE).SessionStore.clear_expired()
+
+
+def forget_old_hits() -> None:
+    """Delete throttle hits no window looks back to."""
+    throttle.forget_before(time.time() - HITS_KEPT)

@@ -13,7 +13,7 @@ from django.db import connection
 
 from progress import report_error
 
-from .job import run
+from .job import run_next
 from .models import Transcription
 from .tasks import transcribe
 
@@ -39,7 +39,8 @@ async def broker_reachable() -> None:
 
 
 def enqueue(task_id: str, attempt: int) -> None:
-    """Hand attempt ``attempt`` of a queued task to whatever runs jobs here; raises if it cannot."""
+    """Give whatever runs jobs here one more turn, as attempt ``attempt`` of ``task_id`` starts to wait;
+    the turn runs the fairest waiting task (progress.queue). Raises if it cannot."""
     if uses_celery():
         transcribe.apply_async(
             (task_id, attempt),
@@ -47,7 +48,7 @@ def enqueue(task_id: str, attempt: int) -> None:
             retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2},
         )
     else:
-        _local_pool().submit(_run_in_pool, task_id, attempt)
+        _local_pool().submit(_run_in_pool)
 
 
 def enqueue_or_fail(task_id: str, attempt: int) -> bool:
@@ -88,10 +89,10 @@ def _local_pool() -> ThreadPoolExecutor:
         return _pool
 
 
-def _run_in_pool(task_id: str, attempt: int) -> None:
+def _run_in_pool() -> None:
     try:
-        run(task_id, attempt)
+        run_next()
     except Exception:
-        log.exception("transcription: job %s crashed outside its recorder", task_id)
+        log.exception("transcription: a job crashed outside its recorder")
     finally:
         connection.close()

@@ -1,7 +1,8 @@
 """Upload limits and progress at the ASGI edge, before Django reads a request body at all.
 
 Django's ASGI handler receives the whole body before a view runs, so here, before it: an upload's
-size is refused from its Content-Length (nothing is read), a body that stalls is dropped after
+size is refused from its Content-Length (nothing is read), so are uploads past the owner's or the
+address's quotas (``quotas``, 429 with Retry-After), a body that stalls is dropped after
 UPLOAD_IDLE_TIMEOUT, and a reserved task's ``uploading`` progress follows the bytes as they arrive
 (``POST /api/tasks/<id>/upload``, only from the session that reserved it).
 """
@@ -22,6 +23,7 @@ from progress.access import may_read, owners_of_scope
 from progress.views import NOT_FOUND_BODY
 
 from .conf import limits
+from .quotas import upload_refusal
 
 log = logging.getLogger("transcription")
 
@@ -32,6 +34,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[..., Awaitable[None]]
 
 UPLOAD_PATH = re.compile(r"^/api/tasks/(?:(?P<task_id>[A-Za-z0-9_-]{1,64})/upload)?/?$")
+RESERVE_PATH = re.compile(r"^/api/tasks/reserve/?$")
 MULTIPART_SLACK = 64 * 1024
 """Bytes of multipart framing allowed on top of MAX_UPLOAD_BYTES in a Content-Length."""
 
@@ -54,14 +57,26 @@ def _waiting_for_upload(task_id: str, scope: Scope) -> bool | None:
     return row[1:] == ("running", "uploading")
 
 
-async def _respond(send: Send, status: int, body: bytes) -> None:
+async def _respond(send: Send, status: int, body: bytes, retry_after: int | None = None) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-async def _refuse(send: Send, status: int, code: str, detail: str) -> None:
-    await _respond(send, status, json.dumps({"error": code, "detail": detail}).encode())
+async def _refuse(send: Send, status: int, code: str, detail: str, retry_after: int | None = None) -> None:
+    log.info("transcription: refused with %s %s: %s", status, code, detail)
+    await _respond(send, status, json.dumps({"error": code, "detail": detail}).encode(), retry_after)
+
+
+async def _over_quota(scope: Scope, send: Send, length: int, *, new_task: bool) -> bool:
+    """Answer 429 if the upload is past a quota (True); counts it otherwise."""
+    refusal = await sync_to_async(upload_refusal, thread_sensitive=False)(scope, length, new_task=new_task)
+    if refusal is None:
+        return False
+    await _refuse(send, 429, refusal.code, refusal.detail, refusal.retry_after)
+    return True
 
 
 class UploadGuard:
@@ -71,8 +86,15 @@ class UploadGuard:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match = UPLOAD_PATH.match(scope["path"]) if scope["type"] == "http" else None
-        if match is None or scope["method"] != "POST":
+        posted = scope["type"] == "http" and scope["method"] == "POST"
+        match = UPLOAD_PATH.match(scope["path"]) if posted else None
+        if match is None:
+            if (
+                posted
+                and RESERVE_PATH.match(scope["path"])
+                and await _over_quota(scope, send, 0, new_task=True)
+            ):
+                return
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
@@ -93,6 +115,8 @@ class UploadGuard:
                 return
             if not waiting:
                 task_id = None  # the view answers 409 already_uploaded
+        if await _over_quota(scope, send, length, new_task=match["task_id"] is None):
+            return
         if task_id is not None:
             await areport_progress(task_id, "uploading", 0)
         upload = _Upload(receive, send, task_id, length)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.middleware.csrf import CsrfViewMiddleware, get_token
-from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_POST
 
@@ -31,6 +29,7 @@ from progress.models import Task
 from progress.schemas import ProgressStage, TaskStatus
 from progress.views import owned_task
 
+from . import retention
 from .audio import HEADER_BYTES, AudioError, is_audio
 from .audio import duration as audio_duration
 from .conf import limits
@@ -117,21 +116,17 @@ def create_task(request: HttpRequest) -> HttpResponse:
     return _upload(request, None)
 
 
-RESERVATION_TTL = 3600.0
-"""Seconds a reserved task waits for its upload before it fails as ``upload_expired``."""
 MAX_RESERVATIONS = 8
 """Reserved tasks one owner may have waiting for their uploads at once."""
 
 
 def _may_reserve(owner: str) -> bool:
-    """Whether ``owner`` may reserve one more task; fails their reservations that waited too long."""
+    """Whether ``owner`` may reserve one more task (their expired reservations fail first)."""
+    retention.expire_reservations(owner)
     waiting = Task.objects.filter(
         owner=owner, status=TaskStatus.RUNNING.value, stage=ProgressStage.UPLOADING.value
     )
-    cutoff = timezone.now() - timedelta(seconds=RESERVATION_TTL)
-    for task_id in waiting.filter(updated_at__lt=cutoff).values_list("task_id", flat=True):
-        report_error(task_id, "upload_expired", "No file arrived for this task in time; please upload again.")
-    return waiting.filter(updated_at__gte=cutoff).count() < MAX_RESERVATIONS
+    return waiting.count() < MAX_RESERVATIONS
 
 
 @csrf_exempt  # checked in the view, to answer JSON rather than Django's HTML page

@@ -101,9 +101,18 @@
     }
   }
 
+  // One reservation at a time: a new visitor's first one gives them their session cookie, which every
+  // later one must carry (two at once would each make a session, and one task would be orphaned).
+  var reserving = Promise.resolve();
+  function reserve() {
+    var next = reserving.then(function () { return page.post("/api/tasks/reserve"); });
+    reserving = next.catch(function () { /* the next reservation goes ahead */ });
+    return next;
+  }
+
   // Reserve a task (so the row watches it before a byte is sent), then send the file into it.
   function upload(file, row) {
-    return page.post("/api/tasks/reserve").then(function (res) {
+    return reserve().then(function (res) {
       if (res.status !== 201) throw new Error(res.body.detail || res.body.error || "The server refused the upload.");
       row.watch({ task_id: res.body.task_id, token: res.body.watch_token, share_url: res.body.share_url, stage: "uploading", owned: true });
       return send(res.body.upload_url, file, row);
