@@ -35,6 +35,8 @@ class Task(models.Model):
     updated_at = models.DateTimeField()
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     """Last sign of life from a job that has started; none while the task waits in a queue."""
+    started_at = models.DateTimeField(null=True, blank=True)
+    """When a job last claimed it: the fair queue serves first whoever started a job least recently."""
 
     class Meta:
         indexes = [models.Index(fields=["status", "heartbeat_at"], name="progress_task_liveness")]

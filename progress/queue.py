@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Count
+from django.db.models import Count, Max
 
 from .models import Task
 from .recorder import Job, claim
 from .schemas import ProgressStage, TaskStatus
 
-__all__ = ["Waiting", "claim_next", "fair_order", "running_by_owner", "waiting"]
+__all__ = ["Waiting", "claim_next", "fair_order", "last_started", "order_now", "running_by_owner", "waiting"]
 
 CLAIM_TRIES = 8
 """Times a turn looks again when another process claimed the task it chose first."""
@@ -35,25 +35,35 @@ class Waiting:
     since: datetime
 
 
-def fair_order(tasks: Sequence[Waiting], running: Mapping[str, int]) -> list[Waiting]:
-    """The order in which ``tasks`` start, given the jobs each owner has ``running``: next is always the
-    owner with the fewest jobs running or ahead in this order, ties going to whoever has waited longest;
-    each owner's own tasks start in the order they arrived."""
+def fair_order(
+    tasks: Sequence[Waiting], running: Mapping[str, int], last_started: Mapping[str, datetime] | None = None
+) -> list[Waiting]:
+    """The order in which ``tasks`` start: next is always the owner with the fewest jobs ``running`` (or
+    ahead in this order), then the one whose last job started longest ago (``last_started``; never
+    comes first), then whoever has waited longest; each owner's own tasks start in arrival order."""
+    started = last_started or {}
     queues: dict[str, deque[Waiting]] = defaultdict(deque)
     for task in sorted(tasks, key=lambda t: (t.since, t.task_id)):
         queues[task.owner].append(task)
+    # (jobs, turn, since, task id, owner): a turn of (0, t) is a real start at t, (1, n) the n-th start
+    # in this order, so an owner served here goes behind everyone served before.
     heap = [
-        (running.get(owner, 0), queue[0].since, queue[0].task_id, owner) for owner, queue in queues.items()
+        (running.get(owner, 0), _turn(started.get(owner)), queue[0].since, queue[0].task_id, owner)
+        for owner, queue in queues.items()
     ]
     heapq.heapify(heap)
-    order = []
+    order: list[Waiting] = []
     while heap:
-        load, _, _, owner = heapq.heappop(heap)
+        load, _, _, _, owner = heapq.heappop(heap)
         queue = queues[owner]
         order.append(queue.popleft())
         if queue:
-            heapq.heappush(heap, (load + 1, queue[0].since, queue[0].task_id, owner))
+            heapq.heappush(heap, (load + 1, (1, float(len(order))), queue[0].since, queue[0].task_id, owner))
     return order
+
+
+def _turn(started: datetime | None) -> tuple[int, float]:
+    return (0, started.timestamp() if started is not None else float("-inf"))
 
 
 def waiting() -> list[Waiting]:
@@ -75,10 +85,27 @@ def running_by_owner() -> dict[str, int]:
     return dict(rows)
 
 
+def last_started(owners: Iterable[str]) -> dict[str, datetime]:
+    """When each of ``owners`` last had a job start (owners who never did are left out)."""
+    rows = (
+        Task.objects.filter(owner__in=set(owners), started_at__isnull=False)
+        .values("owner")
+        .annotate(last=Max("started_at"))
+        .values_list("owner", "last")
+    )
+    return dict(rows)
+
+
+def order_now() -> list[Waiting]:
+    """Every waiting task, in the order they will start as things stand."""
+    tasks = waiting()
+    return fair_order(tasks, running_by_owner(), last_started(t.owner for t in tasks))
+
+
 def claim_next(*, beat_interval: float | None = None) -> Job | None:
     """Claim the task that ``fair_order`` starts first, for this process; None when nothing waits."""
     for _ in range(CLAIM_TRIES):
-        order = fair_order(waiting(), running_by_owner())
+        order = order_now()
         if not order:
             return None
         for task in order[:CLAIM_TRIES]:  # another process may have claimed the first ones meanwhile

@@ -155,12 +155,13 @@ def claim(task_id: str, attempt: int, *, beat_interval: float | None = None) -> 
     """Take a queued attempt for this process, once; None if it was failed, retried or taken already."""
     # A queued task has no heartbeat yet; setting it is the claim, so a redelivered message that
     # arrives after a worker died (or after a retry started a new attempt) finds nothing to do.
+    now = utcnow()
     claimed = Task.objects.filter(
         task_id=task_id,
         attempt=attempt,
         status=TaskStatus.RUNNING.value,
         heartbeat_at__isnull=True,
-    ).update(heartbeat_at=utcnow())
+    ).update(heartbeat_at=now, started_at=now)
     if claimed != 1:
         log.info("progress: task %s attempt %s is not waiting to run; skipped", task_id, attempt)
         return None

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
-from progress import report_error, report_progress, restart_task
+from progress import report_error, report_progress, restart_task, start_task
 from progress.models import Task
-from transcription.models import Transcription
-from transcription.retention import forget_unusable_audio
+from transcription import throttle
+from transcription.models import Hit, Transcription
+from transcription.retention import HITS_KEPT, forget_unusable_audio, sweep
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_progress")]
 
@@ -64,3 +67,46 @@ def test_retention_leaves_running_tasks_alone(media):
     path = stored(media, "t1")
     assert forget_unusable_audio() == []
     assert path.exists()
+
+
+def test_retention_sweep_expires_old_reservations_only(settings):
+    settings.TRANSCRIPTION_RESERVATION_TTL = 60
+    old, fresh = start_task("uploading", owner="session:a"), start_task("uploading", owner="session:a")
+    Task.objects.filter(pk=old).update(updated_at=timezone.now() - timedelta(seconds=61))
+    sweep()
+    assert Task.objects.get(pk=old).error_code == "upload_expired"
+    assert Task.objects.get(pk=fresh).status == "running"
+
+
+def test_retention_sweep_clears_expired_sessions_only():
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.contrib.sessions.models import Session
+
+    expired, live = SessionStore(), SessionStore()
+    expired.set_expiry(-10)
+    expired["x"] = live["x"] = 1
+    expired.save()
+    live.save()
+    sweep()
+    assert list(Session.objects.values_list("session_key", flat=True)) == [live.session_key]
+
+
+def test_retention_sweep_forgets_throttle_hits_past_a_day():
+    now = time.time()
+    throttle.record(["old"], lambda: now - HITS_KEPT - 10)
+    throttle.record(["new"], lambda: now - 60)
+    sweep()
+    assert list(Hit.objects.values_list("key", flat=True)) == ["new"]
+
+
+def test_retention_sweep_goes_on_after_a_failing_step(monkeypatch, settings):
+    settings.TRANSCRIPTION_RESERVATION_TTL = 0
+
+    def broken() -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("transcription.retention.forget_unusable_audio", broken)
+    task_id = start_task("uploading", owner="session:a")
+    Task.objects.filter(pk=task_id).update(updated_at=timezone.now() - timedelta(seconds=1))
+    sweep()
+    assert Task.objects.get(pk=task_id).error_code == "upload_expired"

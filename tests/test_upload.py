@@ -144,3 +144,47 @@ def start(path: str, headers: list[tuple[bytes, bytes]]) -> ApplicationCommunica
         "scheme": "http",
     }
     return ApplicationCommunicator(application(), scope)  # type: ignore[no-untyped-call]
+
+
+def reserve_headers(cookie: tuple[bytes, bytes] | None = None) -> list[tuple[bytes, bytes]]:
+    headers = [(b"content-length", b"0"), (b"cookie", b"csrftoken=" + TOKEN), (b"x-csrftoken", TOKEN)]
+    return with_cookie(headers, cookie) if cookie else headers
+
+
+async def reserve_status(headers: list[tuple[bytes, bytes]]) -> tuple[int, dict[bytes, bytes]]:
+    communicator = HttpCommunicator(
+        application(), "POST", "/api/tasks/reserve", headers=[(b"host", b"127.0.0.1"), *headers]
+    )
+    response = await communicator.get_response(30)
+    return response["status"], dict(response["headers"])
+
+
+async def test_upload_rate_per_owner_answers_429_with_retry_after(media, settings):
+    settings.TRANSCRIPTION_UPLOADS_PER_MINUTE = 3
+    _, cookie = await owner_session(settings)
+    answers = [await reserve_status(reserve_headers(cookie)) for _ in range(4)]
+    assert [status for status, _ in answers] == [201, 201, 201, 429]
+    assert 1 <= int(answers[3][1][b"retry-after"]) <= 60
+    assert await Task.objects.filter(owner="session:uploader").acount() == 3
+
+
+async def test_upload_rate_per_address_counts_fresh_sessions(media, settings):
+    settings.TRANSCRIPTION_UPLOADS_PER_MINUTE = 2
+    statuses = [
+        (await reserve_status(reserve_headers()))[0] for _ in range(3)
+    ]  # no cookie: a new session each
+    assert statuses == [201, 201, 429]
+
+
+async def test_upload_over_the_owners_storage_is_429_unread(media, settings):
+    from transcription.models import Transcription
+
+    settings.TRANSCRIPTION_MAX_OWNER_BYTES = 10_000
+    owner, cookie = await owner_session(settings)
+    stored = await astart_task("queued", owner=owner)
+    await Transcription.objects.acreate(task_id=stored, audio_path="uploads/x.wav", size=9_000)
+    body, headers = multipart(b"RIFF\x00\x00\x00\x00WAVE" + bytes(2_000))
+    status, answer = await post("/api/tasks/", body, with_cookie(headers, cookie))
+    assert (status, b"storage_quota" in answer) == (429, True)
+    assert await Task.objects.acount() == 1
+    assert not [p for p in media.rglob("*") if p.is_file()]
