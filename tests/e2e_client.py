@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import http.client
 import http.cookiejar
 import json
 import time
@@ -10,6 +12,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.message import Message
 from pathlib import Path
 from subprocess import Popen
 from typing import Any
@@ -25,14 +28,33 @@ from progress.schemas import ErrorMessage, ProgressMessage, SnapshotMessage, par
 from tests.processes import ORIGIN, PYTHON, Server, spawn
 
 
-class Http:
-    """A script's HTTP session against one server: keeps cookies, sends the CSRF token."""
+class _FromAddress(urllib.request.HTTPHandler):
+    """Connects from a chosen loopback address, so one machine plays several clients."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, source: str) -> None:
+        super().__init__()
+        self.source = source
+
+    def http_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(
+            functools.partial(http.client.HTTPConnection, source_address=(self.source, 0)), req
+        )
+
+
+class Http:
+    """A script's HTTP session against one server: keeps cookies, sends the CSRF token; ``source`` is
+    the loopback address it connects from (127.0.0.1 unless given)."""
+
+    def __init__(self, server: Server, source: str | None = None) -> None:
         self.server = server
         self.jar = http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        handlers: list[Any] = [urllib.request.HTTPCookieProcessor(self.jar)]
+        if source is not None:
+            handlers.append(_FromAddress(source))
+        self.opener = urllib.request.build_opener(*handlers)
         self.token = ""
+        self.headers: Message = Message()
+        """The headers of the last response (names in any case)."""
 
     def cookies(self) -> str:
         """The session's cookies as a Cookie header (the session and CSRF cookies, once it has them)."""
@@ -51,14 +73,24 @@ class Http:
             request.add_header("X-CSRFToken", self.token)
         try:
             with self.opener.open(request, timeout=60) as response:
-                return response.status, json.loads(response.read() or b"{}")
+                self.headers = response.headers
+                return response.status, _json(response.read(), self.headers)
         except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"{}")
+            self.headers = exc.headers
+            return exc.code, _json(exc.read(), self.headers)
 
     def upload(self, name: str, content: bytes, query: str = "") -> tuple[int, dict[str, Any]]:
         """POST /api/tasks/ with ``content`` as the multipart field ``file``, as curl -F would."""
         body = encode_multipart(BOUNDARY, {"file": SimpleUploadedFile(name, content)})
         return self.call("POST", f"/api/tasks/{query}", body, {"Content-Type": MULTIPART_CONTENT})
+
+
+def _json(body: bytes, headers: Message) -> dict[str, Any]:
+    """A JSON body, or {} for an empty or HTML one (a page the call was redirected to)."""
+    if not body or not str(headers.get("Content-Type", "")).startswith("application/json"):
+        return {}
+    parsed: dict[str, Any] = json.loads(body)
+    return parsed
 
 
 @dataclass

@@ -205,7 +205,8 @@ def _receive(request: HttpRequest, reserved: str | None, handler: LimitedUploadH
     seconds, too_long = _duration(Path(upload.temporary_file_path()))
     if too_long is not None:
         return too_long
-    task_id = reserved or start_task(ProgressStage.QUEUED, owner=owner_key(request))
+    # Queued means ready to run: any runner's turn may claim it, so it is queued only once stored.
+    task_id = reserved or start_task(ProgressStage.UPLOADING, owner=owner_key(request))
     try:
         with transaction.atomic():  # the claim: of two uploads into one reserved task, one wins
             Transcription.objects.create(task_id=task_id, original_name=(upload.name or "")[:255])
@@ -215,9 +216,7 @@ def _receive(request: HttpRequest, reserved: str | None, handler: LimitedUploadH
     Transcription.objects.filter(pk=task_id).update(
         audio_path=str(stored.relative_to(settings.MEDIA_ROOT)), size=upload.size or 0, duration=seconds
     )
-    if reserved:
-        # The task exists (queued) before anyone can be told its id, so no watcher arrives too early.
-        report_progress(task_id, ProgressStage.QUEUED, 0)
+    report_progress(task_id, ProgressStage.QUEUED, 0)
     failed = _enqueue(task_id, 1)
     return failed or JsonResponse(task_links(request, task_id), status=201)
 
