@@ -331,6 +331,8 @@ def test_decode_stops_at_the_limit_whatever_the_header_says(tmp_path):
     with pytest.raises(AudioTooLong) as caught, open_pcm16k(long, max_seconds=5, workdir=work):
         pass
     assert caught.value.error_code == "audio_too_long"
+    kept = int(str(caught.value.detail).split(" with ")[1].split()[0])
+    assert 0 < kept <= 5 * BYTES_PER_SECOND  # never more on disk than the limit's worth
     assert list(work.iterdir()) == []  # the partial decode is gone
 
 

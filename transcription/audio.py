@@ -267,10 +267,11 @@ def _sox_to_raw(path: Path, kind: str, out: Path, max_bytes: int | None) -> None
         assert process.stdout is not None
         try:
             while block := process.stdout.read(DECODE_BLOCK):
-                written += len(block)
-                if max_bytes is not None and written > max_bytes:
-                    raise AudioTooLong(max_bytes / BYTES_PER_SECOND, f"decoding passed {max_bytes} bytes")
-                sink.write(block)
+                if max_bytes is not None and written + len(block) > max_bytes:
+                    written += sink.write(block[: max_bytes - written])  # up to the limit, not past it
+                    detail = f"decoding stopped at the limit with {written} bytes of samples on disk"
+                    raise AudioTooLong(max_bytes / BYTES_PER_SECOND, detail)
+                written += sink.write(block)
         finally:
             process.stdout.close()
             if process.poll() is None:
