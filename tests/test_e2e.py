@@ -214,8 +214,8 @@ async def test_e2e_scaled_redis_restart_watchers_catch_up(scaled, long_speech):
 
 
 async def test_e2e_scaled_redelivered_job_does_not_run_twice(scaled, long_speech):
-    """A prefork child killed mid-job: Celery requeues its message; the redelivery finds the attempt
-    taken and does nothing, and the reaper fails the task."""
+    """A prefork child killed mid-job: Celery requeues its turn; the redelivered turn finds nothing
+    waiting and does nothing, and the reaper fails the task."""
     log = scaled.log("prefork")
     worker = await asyncio.to_thread(celery_worker, scaled.env, log, "prefork")
     try:
@@ -225,7 +225,7 @@ async def test_e2e_scaled_redelivered_job_does_not_run_twice(scaled, long_speech
         (child,) = children(worker.pid)
         os.kill(child, signal.SIGKILL)
         await asyncio.wait_for(asyncio.gather(*tasks), STALE_AFTER * 4 + 30)
-        skipped = f"task {task_id} attempt 1 is not waiting to run; skipped"
+        skipped = f"a turn (queued for task {task_id} attempt 1) found no task waiting"
         deadline = time.monotonic() + 30
         while skipped not in log.read_text(errors="replace"):
             assert time.monotonic() < deadline, log.read_text(errors="replace")

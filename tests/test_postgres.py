@@ -240,7 +240,7 @@ def test_postgres_scaled_stack_runs_a_job(
         stack.callback(stop, celery_worker(env, tmp_path / "worker.log"))
         asyncio.run(watch_until_final(watchers))
         status, transcript = client.call("GET", f"/api/tasks/{task_id}/result")
-    stages = ["queued", "transcribing", "aligning", "diarizing", "complete"]
+    stages = ["uploading", "queued", "transcribing", "aligning", "diarizing", "complete"]
     assert all(w.stages() == stages and w.final.stage == "complete" for w in watchers)
     assert status == 200, transcript
     assert fraction_recognised(spoken_text(speech), transcript["text"]) >= 0.6

@@ -23,10 +23,13 @@ from .pipeline import AudioError, transcribe_file
 log = logging.getLogger("transcription")
 
 
-def run_next() -> str | None:
-    """Run the waiting transcription that is fairest to start now; its task id, or None if none waits."""
+def run_next(queued_for: str = "") -> str | None:
+    """Run the waiting transcription that is fairest to start now; its task id, or None if none waits.
+
+    ``queued_for`` names the task whose wait queued this turn, for the log only."""
     job = claim_next()
     if job is None:
+        log.info("transcription: a turn (queued for task %s) found no task waiting", queued_for or "-")
         return None
     _run(job)
     return job.task_id

@@ -48,7 +48,7 @@ def enqueue(task_id: str, attempt: int) -> None:
             retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2},
         )
     else:
-        _local_pool().submit(_run_in_pool)
+        _local_pool().submit(_run_in_pool, f"{task_id} attempt {attempt}")
 
 
 def enqueue_or_fail(task_id: str, attempt: int) -> bool:
@@ -89,9 +89,9 @@ def _local_pool() -> ThreadPoolExecutor:
         return _pool
 
 
-def _run_in_pool() -> None:
+def _run_in_pool(queued_for: str) -> None:
     try:
-        run_next()
+        run_next(queued_for)
     except Exception:
         log.exception("transcription: a job crashed outside its recorder")
     finally:

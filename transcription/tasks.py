@@ -11,4 +11,4 @@ from .job import run_next
 def transcribe(task_id: str, attempt: int) -> None:
     """A turn, queued when ``task_id``'s ``attempt`` began to wait: runs the fairest waiting task (maybe
     another owner's), or nothing if none waits (a redelivered or outdated turn)."""
-    run_next()
+    run_next(f"{task_id} attempt {attempt}")
