@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .access import watch_token
+    from .control import acancel_task, adelete_task, cancel_task, delete_task
     from .publish import (
         areport_error,
         areport_progress,
@@ -24,17 +25,22 @@ if TYPE_CHECKING:
     from .schemas import ProgressStage
 
 _RECORDER = ("Job", "JobCancelled", "JobFailed", "claim", "track")
+_CONTROL = ("acancel_task", "adelete_task", "cancel_task", "delete_task")
 
 __all__ = [
     "Job",
     "JobCancelled",
     "JobFailed",
     "ProgressStage",
+    "acancel_task",
+    "adelete_task",
     "areport_error",
     "areport_progress",
     "arestart_task",
     "astart_task",
+    "cancel_task",
     "claim",
+    "delete_task",
     "report_error",
     "report_progress",
     "restart_task",
@@ -58,6 +64,10 @@ def __getattr__(name: str) -> Any:
         from . import recorder
 
         return getattr(recorder, name)
+    if name in _CONTROL:
+        from . import control
+
+        return getattr(control, name)
     if name in __all__:
         from . import publish
 

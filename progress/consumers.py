@@ -216,7 +216,7 @@ class TaskProgressConsumer(InboxConsumer):
 
     def _pushed(self, message: dict[str, Any]) -> None:
         # On arrival, not at dispatch: a socket joining meanwhile must not be sent an older view.
-        if message.get("type") == "task.event":
+        if message.get("type") in ("task.event", "task.deleted"):
             self.views.seen(self.task_id, message["seq"])
         super()._pushed(message)
 
@@ -240,6 +240,10 @@ class TaskProgressConsumer(InboxConsumer):
             if handler is None:
                 raise ValueError(f"No handler for message type {kind}")
             await handler(message)
+
+    async def task_deleted(self, message: dict[str, Any]) -> None:
+        """The task was deleted: close as for a task that does not exist."""
+        await self._finish(CLOSE_NOT_FOUND)
 
     async def task_event(self, event: dict[str, Any]) -> None:
         """A message published to the task's group: forward it if it is the next one."""
@@ -295,6 +299,9 @@ class TaskProgressConsumer(InboxConsumer):
 
     async def heartbeat_checked(self, message: dict[str, Any]) -> None:
         """The task's newest seq, read at a heartbeat: catch up if the live path lost something."""
+        if not self.finished and message["seq"] < 0:  # deleted, and the live path lost the news
+            await self._finish(CLOSE_NOT_FOUND)
+            return
         if self.finished or message["seq"] <= self.last_seq:
             return
         try:

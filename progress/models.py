@@ -63,3 +63,10 @@ class TaskEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_id} #{self.seq} {self.stage or 'error'}"
+
+
+class Tombstone(models.Model):
+    """A deleted task: a digest of its id, so that a late report cannot bring the task back."""
+
+    digest = models.CharField(primary_key=True, max_length=64)
+    deleted_at = models.DateTimeField()

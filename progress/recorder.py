@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -20,6 +22,8 @@ log = logging.getLogger("progress")
 
 __all__ = ["Job", "JobCancelled", "JobFailed", "claim", "track"]
 
+CHECK_INTERVAL = 0.25
+"""Seconds between two reads of a job's task by ``Job.check()``: how soon a cancel stops a job."""
 _USER_MESSAGE_MAX = 500
 _DETAIL_MAX = 10_000
 
@@ -41,10 +45,19 @@ class JobCancelled(Exception):
 class Job:
     """One attempt of a task while it runs; a context manager that heartbeats and reports its end."""
 
-    def __init__(self, task_id: str, attempt: int, *, beat_interval: float | None = None) -> None:
+    def __init__(
+        self,
+        task_id: str,
+        attempt: int,
+        *,
+        beat_interval: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.task_id = task_id
         self.attempt = attempt
         self.beat_interval = beat_interval if beat_interval is not None else get_settings().STALE_AFTER / 4
+        self._clock = clock
+        self._checked_at = clock()
         self._cancelled = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -67,7 +80,18 @@ class Job:
         self._has_result = True
 
     def check(self) -> None:
-        """Raise JobCancelled if this attempt no longer owns the task, so a job stops wasted work."""
+        """Raise JobCancelled if this attempt no longer owns the task (cancelled, deleted, failed by the
+        reaper, retried), so a job stops wasted work. Call it between units of work: it reads the
+        task at most every CHECK_INTERVAL seconds."""
+        now = self._clock()
+        if not self.cancelled and now - self._checked_at >= CHECK_INTERVAL:
+            self._checked_at = now
+            try:
+                if not store.still_running(self.task_id, self.attempt):
+                    self._cancelled.set()
+            except Exception:  # the database away: the heartbeat thread decides
+                log.exception("progress: job %s could not check its task", self.task_id)
+                close_old_connections()
         if self.cancelled:
             raise JobCancelled(f"task {self.task_id} attempt {self.attempt} was cancelled")
 

@@ -44,6 +44,7 @@ class TaskStatus(enum.StrEnum):
     RUNNING = "running"
     COMPLETE = "complete"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class _Message(BaseModel):
@@ -73,6 +74,16 @@ class ErrorMessage(_Message):
     error_code: str = Field(pattern=r"^[a-z0-9_.-]{1,64}$")
     user_message: str = Field(min_length=1, max_length=500)
     technical_detail: str | None = Field(default=None, max_length=10_000)
+    timestamp: datetime = Field(default_factory=utcnow)
+
+
+class CancelledMessage(_Message):
+    """The task was cancelled (by its owner, or deleted): terminal like an error, and retryable."""
+
+    type: Literal["cancelled"] = "cancelled"
+    task_id: TaskId
+    seq: Seq = 0
+    attempt: int = Field(default=1, ge=1)
     timestamp: datetime = Field(default_factory=utcnow)
 
 
@@ -153,7 +164,13 @@ class PingMessage(_Message):
 
 
 ServerMessage = Annotated[
-    ProgressMessage | ErrorMessage | HeartbeatMessage | PongMessage | ProtocolErrorMessage | SnapshotMessage,
+    ProgressMessage
+    | ErrorMessage
+    | CancelledMessage
+    | HeartbeatMessage
+    | PongMessage
+    | ProtocolErrorMessage
+    | SnapshotMessage,
     Field(discriminator="type"),
 ]
 server_message_adapter: TypeAdapter[ServerMessage] = TypeAdapter(ServerMessage)

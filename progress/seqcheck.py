@@ -11,9 +11,11 @@ from .conf import get_settings
 
 
 def _task_seq(task_id: str) -> int:
+    """The task's newest seq; -1 when it no longer exists (deleted)."""
     from .models import Task
 
-    return Task.objects.filter(pk=task_id).values_list("seq", flat=True).first() or 0
+    seq = Task.objects.filter(pk=task_id).values_list("seq", flat=True).first()
+    return -1 if seq is None else seq
 
 
 # Per loop: task id -> the read of its newest seq that heartbeats in this process share. One read

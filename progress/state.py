@@ -73,3 +73,12 @@ def judge_error(current: Current, *, attempt: int | None) -> Verdict:
     if attempt is not None and attempt != current.attempt:
         return Verdict.STALE
     return Verdict.BROADCAST
+
+
+def judge_cancel(current: Current) -> Verdict:
+    """Decide the fate of a cancel: it ends a running task (waiting or working), once."""
+    return Verdict.BROADCAST if current.status is TaskStatus.RUNNING else Verdict.FINAL
+
+
+RESTARTABLE = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED})
+"""The ends a new attempt may follow."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -12,8 +13,9 @@ from django.db import IntegrityError, transaction
 
 from . import rows
 from .access import public_detail
-from .models import Task, TaskEvent
+from .models import Task, TaskEvent, Tombstone
 from .schemas import (
+    CancelledMessage,
     ErrorMessage,
     ProgressMessage,
     ProgressStage,
@@ -23,7 +25,7 @@ from .schemas import (
     TaskStatus,
     utcnow,
 )
-from .state import Current, Verdict, judge_error, judge_progress
+from .state import RESTARTABLE, Current, Verdict, judge_cancel, judge_error, judge_progress
 
 log = logging.getLogger("progress")
 
@@ -101,11 +103,15 @@ _SENT = ("broadcast_seq", "broadcast_at")
 _ERROR_FIELDS = ("error_code", "user_message", "technical_detail")
 
 
-def _lock_or_create(task_id: str, stage: ProgressStage, now: datetime) -> Task:
-    """The task's row, locked; a new task starts as a row with seq 0 that the caller fills in."""
+def _lock_or_create(task_id: str, stage: ProgressStage, now: datetime) -> Task | None:
+    """The task's row, locked; a new task starts as a row with seq 0 that the caller fills in.
+
+    None for a deleted task: a late report (its job stopping, an upload's last bytes) revives nothing."""
     task = rows.lock(task_id, _PROGRESS_READS)
     if task is not None:
         return task
+    if Tombstone.objects.filter(digest=tombstone_digest(task_id)).exists():
+        return None
     try:
         with transaction.atomic(using=rows.using()):  # a savepoint: two first reports may race here
             Task.objects.create(task_id=task_id, stage=stage.value, created_at=now, updated_at=now)
@@ -114,6 +120,11 @@ def _lock_or_create(task_id: str, stage: ProgressStage, now: datetime) -> Task:
     task = rows.lock(task_id, _PROGRESS_READS)
     assert task is not None
     return task
+
+
+def tombstone_digest(task_id: str) -> str:
+    """What a deleted task leaves behind: a digest of its id, which names nothing of it."""
+    return hashlib.sha256(task_id.encode()).hexdigest()
 
 
 def create(task_id: str, owner: str, stage: ProgressStage) -> None:
@@ -193,6 +204,8 @@ def record_progress(
         percentage = 100
     with transaction.atomic(using=rows.using()):
         task = _lock_or_create(task_id, stage, now)
+        if task is None:
+            return Outcome(Verdict.FINAL, 0)
         if task.seq == 0:
             verdict = Verdict.BROADCAST
         else:
@@ -245,6 +258,8 @@ def record_error(
     now, now_ts = utcnow(), time.time()
     with transaction.atomic(using=rows.using()):
         task = _lock_or_create(task_id, ProgressStage.QUEUED, now)
+        if task is None:
+            return Outcome(Verdict.FINAL, 0)
         if task.seq > 0:
             verdict = judge_error(_current(task), attempt=attempt)
             if verdict is not Verdict.BROADCAST:
@@ -272,12 +287,47 @@ def record_error(
     return Outcome(Verdict.BROADCAST, task.seq, send)
 
 
-def restart(task_id: str, message: str | None = None) -> Outcome | None:
-    """Start a new attempt of a failed task: back to queued, seq still rising; None if not failed."""
+def record_cancel(task_id: str) -> Outcome:
+    """Cancel a running task (waiting or working): stored, given a seq, sent like an error. Its job
+    learns of it at its next check; a task that has ended, or does not exist, is left as it is."""
     now, now_ts = utcnow(), time.time()
     with transaction.atomic(using=rows.using()):
         task = rows.lock(task_id, _PROGRESS_READS)
-        if task is None or task.status != TaskStatus.FAILED.value:
+        if task is None:
+            return Outcome(Verdict.FINAL, 0)
+        verdict = judge_cancel(_current(task))
+        if verdict is not Verdict.BROADCAST:
+            return Outcome(verdict, task.seq)
+        task.seq += 1
+        task.status = TaskStatus.CANCELLED.value
+        task.updated_at = now
+        text = CancelledMessage(
+            task_id=task_id, seq=task.seq, attempt=task.attempt, timestamp=now
+        ).model_dump_json()
+        send = _fan_out(task, text, now_ts)  # not final: watchers stay for a retry
+        rows.write(task, ("seq", "status", "updated_at", *_SENT))
+        _event(task, text, None, now)
+    log.info("progress: task %s cancelled", task_id)
+    return Outcome(Verdict.BROADCAST, task.seq, send)
+
+
+def status_of(task_id: str) -> str | None:
+    """The task's status now, or None when there is no such task."""
+    return Task.objects.filter(pk=task_id).values_list("status", flat=True).first()
+
+
+def still_running(task_id: str, attempt: int) -> bool:
+    """Whether ``attempt`` of the task still runs (not cancelled, failed, retried or deleted)."""
+    return Task.objects.filter(pk=task_id, attempt=attempt, status=TaskStatus.RUNNING.value).exists()
+
+
+def restart(task_id: str, message: str | None = None) -> Outcome | None:
+    """Start a new attempt of a failed or cancelled task: back to queued, seq still rising; None if it
+    is not one."""
+    now, now_ts = utcnow(), time.time()
+    with transaction.atomic(using=rows.using()):
+        task = rows.lock(task_id, _PROGRESS_READS)
+        if task is None or TaskStatus(task.status) not in RESTARTABLE:
             return None
         task.seq += 1
         task.attempt += 1

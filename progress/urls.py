@@ -9,7 +9,8 @@ from . import health, metrics, views
 app_name = "progress"
 
 urlpatterns = [
-    re_path(r"^api/tasks/(?P<task_id>[^/]+)/?$", views.task_status, name="task-status"),
+    re_path(r"^api/tasks/(?P<task_id>[^/]+)/?$", views.task, name="task-status"),
+    re_path(r"^api/tasks/(?P<task_id>[^/]+)/cancel/?$", views.task_cancel, name="task-cancel"),
     re_path(r"^tasks/(?P<task_id>[^/]+)/?$", views.task_page, name="task-page"),
     re_path(r"^healthz/?$", health.healthz, name="healthz"),
     re_path(r"^readyz/?$", health.readyz, name="readyz"),

@@ -1,4 +1,5 @@
-"""HTTP reads of a task: the snapshot for polling clients and the watching page, for its owner or a token."""
+"""HTTP views of a task: the snapshot for polling clients and the watching page, for its owner or a
+token; cancel and delete, for its owner only."""
 
 from __future__ import annotations
 
@@ -8,16 +9,30 @@ from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from . import store
 from .access import may_read, owners_of_request, token_valid
 from .conf import get_settings
+from .control import cancel_task, delete_task
 from .models import Task
 from .schemas import TASK_ID_PATTERN, ProgressStage
 
-__all__ = ["not_found", "owned_task", "page_not_found", "readable_task", "task_page", "task_status"]
+__all__ = [
+    "csrf_failed",
+    "csrf_refused",
+    "not_found",
+    "owned_task",
+    "page_not_found",
+    "readable_task",
+    "task",
+    "task_cancel",
+    "task_page",
+    "task_status",
+]
 
 _TASK_ID = re.compile(TASK_ID_PATTERN)
 TaskView = Callable[..., HttpResponse]
@@ -75,16 +90,70 @@ def owned_task(view: TaskView) -> TaskIdView:
     return _guarded(token_counts=False, refuse=not_found)(view)
 
 
-@require_GET
-@readable_task()
-def task_status(request: HttpRequest, task: Task) -> HttpResponse:
-    """GET /api/tasks/<task_id>/: the task's snapshot as JSON."""
-    snapshot = store.snapshot(task.task_id)
+def _never(request: HttpRequest) -> HttpResponse:  # pragma: no cover - never called
+    return HttpResponse()
+
+
+def csrf_refused(request: HttpRequest) -> bool:
+    """Django's CSRF check, run by hand: by views that answer JSON, or that must read the body through
+    their own upload handlers before the check reads it."""
+    return CsrfViewMiddleware(_never).process_view(request, _never, (), {}) is not None
+
+
+def csrf_failed() -> JsonResponse:
+    """The JSON 403 for a request that failed the CSRF check."""
+    detail = "send the csrftoken cookie and its value in X-CSRFToken"
+    return JsonResponse({"error": "csrf_failed", "detail": detail}, status=403)
+
+
+def _snapshot_response(task_id: str, request: HttpRequest) -> HttpResponse:
+    snapshot = store.snapshot(task_id)
     if snapshot is None:  # deleted between the two reads
         return not_found(request)
     response = JsonResponse(snapshot.model_dump(mode="json"))
     response["Cache-Control"] = "no-store"
     return response
+
+
+@require_GET
+@readable_task()
+def task_status(request: HttpRequest, task: Task) -> HttpResponse:
+    """GET /api/tasks/<task_id>/: the task's snapshot as JSON."""
+    return _snapshot_response(task.task_id, request)
+
+
+@owned_task
+def _task_delete(request: HttpRequest, task: Task) -> HttpResponse:
+    if csrf_refused(request):
+        return csrf_failed()
+    delete_task(task.task_id)
+    return HttpResponse(status=204)
+
+
+@csrf_exempt  # DELETE checks CSRF itself, to answer JSON
+@require_http_methods(["GET", "DELETE"])
+def task(request: HttpRequest, task_id: str) -> HttpResponse:
+    """/api/tasks/<task_id>/: GET its snapshot (owner or token); DELETE it and everything of it (owner
+    only, 204): afterwards it answers as a task that never existed."""
+    if request.method == "DELETE":
+        return _task_delete(request, task_id)
+    return task_status(request, task_id)
+
+
+@csrf_exempt  # checked here, to answer JSON
+@require_POST
+@owned_task
+def task_cancel(request: HttpRequest, task: Task) -> HttpResponse:
+    """POST /api/tasks/<task_id>/cancel: cancel the owner's waiting or running task (200, its new
+    state); 409 ``not_running`` if it has ended already."""
+    if csrf_refused(request):
+        return csrf_failed()
+    if not cancel_task(task.task_id):
+        detail = (
+            f"only a waiting or running task can be cancelled; this one is {store.status_of(task.task_id)}"
+        )
+        return JsonResponse({"error": "not_running", "detail": detail}, status=409)
+    return _snapshot_response(task.task_id, request)
 
 
 CONTENT_SECURITY_POLICY = (

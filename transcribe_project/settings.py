@@ -169,6 +169,8 @@ TRANSCRIPTION_MAX_OWNER_BYTES = int(os.environ.get("TRANSCRIPTION_MAX_OWNER_BYTE
 """Bytes of audio one owner may have stored at once (files waiting for or in a job); 429 past it."""
 TRANSCRIPTION_RESERVATION_TTL = float(os.environ.get("TRANSCRIPTION_RESERVATION_TTL", 3600))
 """Seconds a reserved task waits for its upload; then it fails (upload_expired) and stops counting."""
+TRANSCRIPTION_KEEP_RESULTS = float(os.environ.get("TRANSCRIPTION_KEEP_RESULTS", 30 * 24 * 3600))
+"""Seconds a finished, failed or cancelled task is kept (transcript, history); then it is deleted. 0: kept."""
 TRANSCRIPTION_WORKERS = int(os.environ.get("TRANSCRIPTION_WORKERS", "2"))
 """Jobs run at once by the in-process pool (embedded default, no REDIS_URL)."""
 TRANSCRIPTION_ENGINE = os.environ.get("TRANSCRIPTION_ENGINE", "transcription.engines.PocketSphinxEngine")

@@ -9,7 +9,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,7 +252,9 @@ def _sox_info_duration(path: Path, kind: str) -> float | None:
         return None
 
 
-def _sox_to_raw(path: Path, kind: str, out: Path, max_bytes: int | None) -> None:
+def _sox_to_raw(
+    path: Path, kind: str, out: Path, max_bytes: int | None, check: Callable[[], None] | None = None
+) -> None:
     """Convert any format sox reads to raw 16 kHz mono s16le PCM in ``out``, stopping with AudioTooLong
     once more than ``max_bytes`` came out (whatever the header said); AudioError on failure."""
     sox = shutil.which("sox")
@@ -267,6 +269,8 @@ def _sox_to_raw(path: Path, kind: str, out: Path, max_bytes: int | None) -> None
         assert process.stdout is not None
         try:
             while block := process.stdout.read(DECODE_BLOCK):
+                if check is not None:
+                    check()  # a cancelled job stops mid-decode (the finally below ends sox)
                 if max_bytes is not None and written + len(block) > max_bytes:
                     written += sink.write(block[: max_bytes - written])  # up to the limit, not past it
                     detail = f"decoding stopped at the limit with {written} bytes of samples on disk"
@@ -291,7 +295,11 @@ def _sox_to_raw(path: Path, kind: str, out: Path, max_bytes: int | None) -> None
 
 @contextmanager
 def open_pcm16k(
-    path: Path, *, max_seconds: float | None = None, workdir: Path | None = None
+    path: Path,
+    *,
+    max_seconds: float | None = None,
+    workdir: Path | None = None,
+    check: Callable[[], None] | None = None,
 ) -> Iterator[PcmAudio]:
     """The file's audio as 16 kHz mono PCM, decoded to a temporary file in ``workdir`` when needed
     (removed after). Past ``max_seconds`` of audio it raises AudioTooLong, and a decode stops there."""
@@ -316,7 +324,7 @@ def open_pcm16k(
     os.close(fd)
     raw = Path(name)
     try:
-        _sox_to_raw(path, kind, raw, max_bytes)
+        _sox_to_raw(path, kind, raw, max_bytes, check)
         size = raw.stat().st_size
         audio = PcmAudio(raw, 0, size - size % SAMPLE_WIDTH)
         _require_samples(audio)

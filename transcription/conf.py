@@ -22,6 +22,8 @@ class Limits:
     """Bytes of uploaded audio one owner may have stored at once (waiting or running jobs' files)."""
     reservation_ttl: float
     """Seconds a reserved task waits for its upload before it fails as ``upload_expired``."""
+    keep_results: float
+    """Seconds an ended task (its transcript, its history) is kept; 0 keeps them for ever."""
 
 
 def limits() -> Limits:
@@ -35,4 +37,5 @@ def limits() -> Limits:
         uploads_per_minute=int(getattr(settings, "TRANSCRIPTION_UPLOADS_PER_MINUTE", 20)),
         max_owner_bytes=int(getattr(settings, "TRANSCRIPTION_MAX_OWNER_BYTES", 2 * 1024**3)),
         reservation_ttl=float(getattr(settings, "TRANSCRIPTION_RESERVATION_TTL", 3600)),
+        keep_results=float(getattr(settings, "TRANSCRIPTION_KEEP_RESULTS", 30 * 24 * 3600)),
     )

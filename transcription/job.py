@@ -69,6 +69,7 @@ def _transcribe(job: Job) -> None:
             on_progress,
             max_seconds=limits().max_audio_seconds,  # whatever the header said at upload
             workdir=Path(settings.FILE_UPLOAD_TEMP_DIR),
+            check=job.check,  # a cancelled or deleted task stops between chunks
         )
     except AudioError as exc:
         raise JobFailed(exc.error_code, exc.user_message, str(exc)) from exc

@@ -78,12 +78,14 @@ def transcribe_file(
     engine: str | None = None,
     max_seconds: float | None = None,
     workdir: Path | None = None,
+    check: Callable[[], None] | None = None,
 ) -> Transcript:
     """Decode, recognise, align and diarize ``path``; AudioError if it is not audio we can decode.
 
     Reports TRANSCRIBING (percentage = audio processed), ALIGNING, then DIARIZING, each from 0 to 100.
     ``engine`` is a dotted path overriding ``settings.TRANSCRIPTION_ENGINE``; past ``max_seconds`` the
-    decode stops (AudioTooLong); ``workdir`` holds the decoded samples meanwhile.
+    decode stops (AudioTooLong); ``workdir`` holds the decoded samples meanwhile. ``check`` is called
+    between units of work (decoded blocks, recognised chunks); an exception it raises stops the work.
     """
     path = Path(path)
     check_file(path)  # refuse non-audio before reporting anything
@@ -91,8 +93,9 @@ def transcribe_file(
     diarizer = load_diarizer()
     transcribing = _StageReporter(on_progress, ProgressStage.TRANSCRIBING)
     transcribing(0.0, "decoding audio")  # converting a long compressed file takes a while
-    with open_pcm16k(path, max_seconds=max_seconds, workdir=workdir) as audio:
-        utterances = _recognise(audio, recogniser.feed, recogniser.finish, transcribing)
+    check = check or _nothing
+    with open_pcm16k(path, max_seconds=max_seconds, workdir=workdir, check=check) as audio:
+        utterances = _recognise(audio, recogniser.feed, recogniser.finish, transcribing, check)
 
         aligning = _StageReporter(on_progress, ProgressStage.ALIGNING)
         aligning(0.0)
@@ -108,17 +111,23 @@ def transcribe_file(
     return Transcript(" ".join(s.text for s in segments), segments, words)
 
 
+def _nothing() -> None:
+    return None
+
+
 def _recognise(
     audio: PcmAudio,
     feed: Callable[[bytes], None],
     finish: Callable[[], list[Utterance]],
     transcribing: _StageReporter,
+    check: Callable[[], None],
 ) -> list[Utterance]:
     """Feed the audio chunk by chunk, reporting how much of it has been heard."""
     total = audio.duration
     transcribing(0.0, f"0.0 s of {total:.1f} s")
     started, done = time.monotonic(), 0
     for chunk in audio.chunks(CHUNK_SECONDS):
+        check()
         feed(chunk)
         done += len(chunk)
         heard = done / audio.nbytes

@@ -1,5 +1,6 @@
 """What is kept, and for how long: uploaded audio only while a job can still use it (a transcript, or
-a retry, needs it); a reservation only while its upload may still come."""
+a retry, needs it); a reservation only while its upload may still come; an ended task, its transcript
+and its history for KEEP_RESULTS."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import time
 from datetime import timedelta
 from importlib import import_module
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 
-from progress import report_error
+from progress import delete_task, report_error
 from progress.models import Task
 from progress.schemas import ProgressStage, TaskStatus
 
@@ -31,7 +33,8 @@ def forget_unusable_audio() -> list[str]:
     itself, or failed longer ago than KEEP_FAILED_AUDIO); the task ids whose audio went."""
     keep = timedelta(seconds=limits().keep_failed_audio)
     stored = Transcription.objects.exclude(audio_path="").values("task_id")
-    failed = Task.objects.filter(status=TaskStatus.FAILED.value, task_id__in=stored)
+    ended = (TaskStatus.FAILED.value, TaskStatus.CANCELLED.value)  # either may be retried
+    failed = Task.objects.filter(status__in=ended, task_id__in=stored)
     gone = []
     for task_id, attempt, code, updated in failed.values_list(
         "task_id", "attempt", "error_code", "updated_at"
@@ -40,6 +43,26 @@ def forget_unusable_audio() -> list[str]:
             forget(task_id)
             gone.append(task_id)
     return gone
+
+
+def forget_everything(sender: Any, task_id: str, **kwargs: Any) -> None:
+    """``progress.signals.task_deleted``: the task's audio and its transcription record go."""
+    forget(task_id)
+    Transcription.objects.filter(pk=task_id).delete()
+
+
+def forget_old_tasks() -> list[str]:
+    """Delete ended tasks (complete, failed, cancelled) older than KEEP_RESULTS, with everything of
+    them (``progress.delete_task``); the ids deleted. KEEP_RESULTS 0 keeps them."""
+    keep = limits().keep_results
+    if keep <= 0:
+        return []
+    cutoff = timezone.now() - timedelta(seconds=keep)
+    old = Task.objects.exclude(status=TaskStatus.RUNNING.value).filter(updated_at__lt=cutoff)
+    deleted = [task_id for task_id in old.values_list("task_id", flat=True) if delete_task(task_id)]
+    if deleted:
+        log.info("transcription: deleted %s tasks older than %g s", len(deleted), keep)
+    return deleted
 
 
 def forget(task_id: str) -> None:
@@ -80,6 +103,7 @@ def sweep() -> None:
     """Housekeeping, every SWEEP_INTERVAL in every server process: each step on its own, so one that
     fails does not keep the others from running."""
     steps = (
+        forget_old_tasks,
         forget_unusable_audio,
         expire_reservations,
         clear_expired_sessions,

@@ -19,7 +19,7 @@ from django.core.files.uploadhandler import (
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
-from django.middleware.csrf import CsrfViewMiddleware, get_token
+from django.middleware.csrf import get_token
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_POST
 
@@ -27,7 +27,7 @@ from progress import report_error, report_progress, restart_task, start_task, wa
 from progress.access import owner_key
 from progress.models import Task
 from progress.schemas import ProgressStage, TaskStatus
-from progress.views import owned_task
+from progress.views import csrf_failed, csrf_refused, owned_task
 
 from . import retention
 from .audio import HEADER_BYTES, AudioError, is_audio
@@ -90,17 +90,9 @@ class LimitedUploadHandler(TemporaryFileUploadHandler):
         return super().receive_data_chunk(raw_data, start)
 
 
-def _csrf_refusal(request: HttpRequest) -> HttpResponse | None:
-    """Django's CSRF check, run by hand so it happens after the upload handlers are in place."""
-    return CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, _csrf_checked, (), {})
-
-
-def _csrf_checked(request: HttpRequest) -> HttpResponse:  # pragma: no cover - never called
-    return HttpResponse()
-
-
 def _csrf_failed() -> JsonResponse:
-    return error_response(403, "csrf_failed", "send the csrftoken cookie and its value in X-CSRFToken")
+    log.info("transcription: refused with 403 csrf_failed")
+    return csrf_failed()
 
 
 @csrf_exempt  # checked in the view: CSRF reads the body, which must go through the handlers set first
@@ -133,7 +125,7 @@ def _may_reserve(owner: str) -> bool:
 @require_POST
 def reserve_task(request: HttpRequest) -> HttpResponse:
     """POST /api/tasks/reserve: a new task in stage ``uploading``, for this session to upload into (201)."""
-    if _csrf_refusal(request) is not None:
+    if csrf_refused(request):
         return _csrf_failed()
     owner = owner_key(request)
     if not _may_reserve(owner):
@@ -182,13 +174,13 @@ def _upload(
 
 def _receive(request: HttpRequest, reserved: str | None, handler: LimitedUploadHandler) -> HttpResponse:
     try:
-        refusal = _csrf_refusal(request)  # reads the body, through the handler
+        refused = csrf_refused(request)  # reads the body, through the handler
         upload = request.FILES.get("file")
     except (MultiPartParserError, SuspiciousOperation) as exc:
         return error_response(
             400, "bad_multipart", f"the body is not a valid multipart/form-data upload: {exc}"
         )
-    if refusal is not None:
+    if refused:
         return _csrf_failed()
     limit = limits().max_upload_bytes
     if handler.too_large:
@@ -257,14 +249,13 @@ def _store(upload: UploadedFile[Any], task_id: str) -> Path:
 @require_POST
 @owned_task
 def retry_task(request: HttpRequest, task: Task) -> HttpResponse:
-    """POST /api/tasks/<id>/retry: re-queue the owner's failed transcription as a new attempt (202)."""
-    if _csrf_refusal(request) is not None:
+    """POST /api/tasks/<id>/retry: re-queue the owner's failed or cancelled transcription as a new
+    attempt (202)."""
+    if csrf_refused(request):
         return _csrf_failed()
-    if task.status != TaskStatus.FAILED.value:
-        return JsonResponse(
-            {"error": "not_failed", "detail": f"only failed tasks can be retried; this one is {task.status}"},
-            status=409,
-        )
+    if task.status not in (TaskStatus.FAILED.value, TaskStatus.CANCELLED.value):
+        detail = f"only failed or cancelled tasks can be retried; this one is {task.status}"
+        return JsonResponse({"error": "not_failed", "detail": detail}, status=409)
     allowed = limits().max_attempts
     if task.attempt >= allowed:
         return error_response(
