@@ -64,6 +64,16 @@ def application() -> Any:
 _TASK_PATH = re.compile(r"^/ws/tasks/(?P<task_id>[A-Za-z0-9_-]{1,64})/?(?:\?|$)")
 
 
+def csrf_client() -> Any:
+    """A Django test client with a new session that does the CSRF dance, as a script would."""
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    token = client.get("/api/csrf/").json()["csrf_token"]
+    client.defaults["HTTP_X_CSRFTOKEN"] = token
+    return client
+
+
 def session_owner(client: Any) -> str:
     """The owner key of a Django test client's session, giving the session one (as a first upload
     does) if it has none yet."""

@@ -8,9 +8,10 @@ import pytest
 from django.test import Client
 
 from progress import report_error, report_progress, start_task, watch_token
+from progress.models import Task
 from progress.schemas import ProgressStage, SnapshotMessage, TaskStatus
 from progress.views import NOT_FOUND_BODY
-from tests.conftest import session_owner
+from tests.conftest import csrf_client, session_owner
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_progress")]
 
@@ -91,3 +92,53 @@ def test_views_task_page_needs_owner_or_token(client):
 def test_views_post_not_allowed(client):
     report_progress("job1", "queued", 0)
     assert client.post(f"/api/tasks/job1/?token={watch_token('job1')}").status_code == 405
+
+
+def test_views_owner_cancels_a_running_task():
+    owner = csrf_client()
+    task_id = start_task("transcribing", owner=session_owner(owner))
+    response = owner.post(f"/api/tasks/{task_id}/cancel")
+    assert response.status_code == 200
+    assert (response.json()["status"], response.json()["task_id"]) == ("cancelled", task_id)
+    again = owner.post(f"/api/tasks/{task_id}/cancel")
+    assert (again.status_code, again.json()["error"]) == (409, "not_running")
+
+
+def test_views_owner_deletes_a_task_and_it_is_gone():
+    owner = csrf_client()
+    task_id = start_task("transcribing", owner=session_owner(owner))
+    token = watch_token(task_id)
+    assert owner.delete(f"/api/tasks/{task_id}/").status_code == 204
+    for path in [f"/api/tasks/{task_id}/", f"/api/tasks/{task_id}/?token={token}"]:
+        response = owner.get(path)
+        assert (response.status_code, response.content) == (404, NOT_FOUND_BODY)
+    assert owner.get(f"/tasks/{task_id}/?token={token}").status_code == 404
+    assert not Task.objects.filter(pk=task_id).exists()
+
+
+def test_views_cancel_and_delete_refuse_everyone_but_the_owner_alike():
+    owner = csrf_client()
+    task_id = start_task("transcribing", owner=session_owner(owner))
+    token = watch_token(task_id)
+    stranger = csrf_client()
+    session_owner(stranger)  # a session of its own, with tasks of its own maybe
+    attempts = [
+        stranger.post(f"/api/tasks/{task_id}/cancel"),
+        stranger.post(f"/api/tasks/{task_id}/cancel?token={token}"),
+        stranger.delete(f"/api/tasks/{task_id}/"),
+        stranger.delete(f"/api/tasks/{task_id}/?token={token}"),
+        csrf_client().delete(f"/api/tasks/{task_id}/?token={token}"),
+        stranger.post("/api/tasks/no-such-task/cancel"),
+        stranger.delete("/api/tasks/no-such-task/"),
+    ]
+    assert {(r.status_code, r.content) for r in attempts} == {(404, NOT_FOUND_BODY)}
+    assert Task.objects.get(pk=task_id).status == "running"
+
+
+def test_views_cancel_and_delete_need_the_csrf_token():
+    owner = csrf_client()
+    task_id = start_task("transcribing", owner=session_owner(owner))
+    del owner.defaults["HTTP_X_CSRFTOKEN"]
+    for response in (owner.post(f"/api/tasks/{task_id}/cancel"), owner.delete(f"/api/tasks/{task_id}/")):
+        assert (response.status_code, response.json()["error"]) == (403, "csrf_failed")
+    assert Task.objects.get(pk=task_id).status == "running"

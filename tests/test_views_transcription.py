@@ -14,7 +14,7 @@ from django.test import Client
 from progress import report_error, report_progress, restart_task, start_task, watch_token
 from progress.models import Task
 from progress.views import NOT_FOUND_BODY
-from tests.conftest import session_owner
+from tests.conftest import csrf_client, session_owner
 from tests.fixtures_audio import fraction_recognised, make_speech_wav, spoken_text
 from transcription.models import Transcription
 
@@ -25,14 +25,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 def client() -> Client:
     """A client that must do the CSRF dance, as a script would."""
     return csrf_client()
-
-
-def csrf_client() -> Client:
-    """A new session that does the CSRF dance, as a script would."""
-    client = Client(enforce_csrf_checks=True)
-    token = client.get("/api/csrf/").json()["csrf_token"]
-    client.defaults["HTTP_X_CSRFTOKEN"] = token
-    return client
 
 
 def files_under(root: Path) -> list[Path]:
