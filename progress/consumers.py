@@ -216,8 +216,8 @@ class TaskProgressConsumer(InboxConsumer):
 
     def _pushed(self, message: dict[str, Any]) -> None:
         # On arrival, not at dispatch: a socket joining meanwhile must not be sent an older view.
-        if message.get("type") in ("task.event", "task.deleted"):
-            self.views.seen(self.task_id, message["seq"])
+        if message.get("type") in ("task.event", "task.deleted", "task.queue"):
+            self.views.seen(self.task_id, message["seq"])  # a kept view's place in line is old too
         super()._pushed(message)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -240,6 +240,11 @@ class TaskProgressConsumer(InboxConsumer):
             if handler is None:
                 raise ValueError(f"No handler for message type {kind}")
             await handler(message)
+
+    async def task_queue(self, message: dict[str, Any]) -> None:
+        """The task's place in line changed: forward it (it has no seq; a newer one replaces it)."""
+        if not self.finished:
+            await self.send(text_data=message["text"])
 
     async def task_deleted(self, message: dict[str, Any]) -> None:
         """The task was deleted: close as for a task that does not exist."""

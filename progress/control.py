@@ -12,6 +12,7 @@ from django.db import transaction
 
 from . import store
 from .models import Task, Tombstone
+from .places import announce
 from .publish import _forbid_running_loop, _publish_async, _publish_sync
 from .schemas import utcnow
 from .sender import deliver, loop_for_sync_caller
@@ -28,13 +29,19 @@ def cancel_task(task_id: str) -> bool:
     starts, a running one stops at its next check; True if this ended it. Never raises."""
     _forbid_running_loop("cancel_task")
     outcome = _publish_sync(task_id, lambda: store.record_cancel(task_id))
-    return outcome is not None and outcome.accepted
+    if outcome is not None and outcome.accepted:
+        announce()  # a waiting task left the line, or a running one freed its worker
+        return True
+    return False
 
 
 async def acancel_task(task_id: str) -> bool:
     """Async twin of cancel_task."""
     outcome = await _publish_async(task_id, lambda: store.record_cancel(task_id))
-    return outcome is not None and outcome.accepted
+    if outcome is not None and outcome.accepted:
+        await sync_to_async(announce, thread_sensitive=False)()
+        return True
+    return False
 
 
 def _gone(task_id: str) -> store.Outcome:

@@ -175,7 +175,10 @@ def report_progress(
     """Record a job's progress and fan it out; True if it changed the task. Never raises for I/O."""
     _forbid_running_loop("report_progress")
     outcome = _publish_sync(task_id, _progress_writer(task_id, stage, percentage, message, attempt))
-    return outcome is not None and outcome.accepted
+    accepted = outcome is not None and outcome.accepted
+    if accepted and stage == ProgressStage.QUEUED:
+        _line_changed()
+    return accepted
 
 
 async def areport_progress(
@@ -189,7 +192,10 @@ async def areport_progress(
     """Async twin of report_progress."""
     write = _progress_writer(task_id, stage, percentage, message, attempt)
     outcome = await _publish_async(task_id, write)
-    return outcome is not None and outcome.accepted
+    accepted = outcome is not None and outcome.accepted
+    if accepted and stage == ProgressStage.QUEUED:
+        await sync_to_async(_line_changed, thread_sensitive=False)()
+    return accepted
 
 
 def report_error(
@@ -255,13 +261,26 @@ def restart_task(task_id: str, message: str | None = None) -> int | None:
     """Re-queue a failed task as a new attempt and tell its watchers; the attempt, or None."""
     _forbid_running_loop("restart_task")
     outcome = _publish_sync(task_id, lambda: _restarted(task_id, message))
-    return _attempt_of(outcome)
+    attempt = _attempt_of(outcome)
+    if attempt is not None:
+        _line_changed()
+    return attempt
 
 
 async def arestart_task(task_id: str, message: str | None = None) -> int | None:
     """Async twin of restart_task."""
     outcome = await _publish_async(task_id, lambda: _restarted(task_id, message))
-    return _attempt_of(outcome)
+    attempt = _attempt_of(outcome)
+    if attempt is not None:
+        await sync_to_async(_line_changed, thread_sensitive=False)()
+    return attempt
+
+
+def _line_changed() -> None:
+    """A task joined the line: every waiting task's watchers hear their place (it may go ahead)."""
+    from .places import announce  # places reads the queue, which claims through the recorder
+
+    announce()
 
 
 def _restarted(task_id: str, message: str | None) -> Outcome:

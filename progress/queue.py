@@ -111,5 +111,8 @@ def claim_next(*, beat_interval: float | None = None) -> Job | None:
         for task in order[:CLAIM_TRIES]:  # another process may have claimed the first ones meanwhile
             job = claim(task.task_id, task.attempt, beat_interval=beat_interval)
             if job is not None:
+                from .places import announce  # every task behind it moved up
+
+                announce()
                 return job
     return None

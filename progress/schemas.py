@@ -87,6 +87,18 @@ class CancelledMessage(_Message):
     timestamp: datetime = Field(default_factory=utcnow)
 
 
+class QueueMessage(_Message):
+    """A waiting task's place in line changed (a job ahead started, ended, was cancelled or deleted).
+
+    Not stored and without a seq: a newer one replaces it, and a snapshot carries the current place."""
+
+    type: Literal["queue"] = "queue"
+    task_id: TaskId
+    queue_position: int = Field(ge=0)
+    starts_in_seconds: float | None = Field(default=None, ge=0)
+    timestamp: datetime = Field(default_factory=utcnow)
+
+
 class HeartbeatMessage(_Message):
     """Sent on an idle socket every HEARTBEAT_INTERVAL seconds, so clients and proxies see it alive."""
 
@@ -155,6 +167,10 @@ class SnapshotMessage(_Message):
     history: list[StageTransition]
     created_at: datetime
     timestamp: datetime
+    queue_position: int | None = Field(default=None, ge=0)
+    """While it waits: how many tasks start before it (0: next)."""
+    starts_in_seconds: float | None = Field(default=None, ge=0)
+    """While it waits: the estimated seconds until it starts, from recent jobs' durations (None: unknown)."""
 
 
 class PingMessage(_Message):
@@ -167,6 +183,7 @@ ServerMessage = Annotated[
     ProgressMessage
     | ErrorMessage
     | CancelledMessage
+    | QueueMessage
     | HeartbeatMessage
     | PongMessage
     | ProtocolErrorMessage

@@ -379,6 +379,19 @@ def stale_tasks(stale_after: float) -> list[tuple[str, int]]:
     return list(rows.values_list("task_id", "attempt"))
 
 
+def place_in_line(task: Task) -> tuple[int, float | None] | None:
+    """The task's place in line and estimated start while it waits to start; None otherwise."""
+    if (task.status, task.stage, task.heartbeat_at) != (
+        TaskStatus.RUNNING.value,
+        ProgressStage.QUEUED.value,
+        None,
+    ):
+        return None
+    from .places import place_of  # places reads the queue, which claims through the recorder
+
+    return place_of(task.task_id)
+
+
 def snapshot(task_id: str) -> SnapshotMessage | None:
     """The whole state of a task, with its stage history; None for a task nobody reported."""
     task = Task.objects.filter(pk=task_id).first()
@@ -396,7 +409,8 @@ def snapshot(task_id: str) -> SnapshotMessage | None:
 
 
 def snapshot_message(task: Task, history: list[StageTransition]) -> SnapshotMessage:
-    """A task's SnapshotMessage, from its row and its stage history."""
+    """A task's SnapshotMessage, from its row and its stage history (and its place while it waits)."""
+    place = place_in_line(task)
     error = None
     if task.status == TaskStatus.FAILED.value:
         error = TaskError(
@@ -416,6 +430,8 @@ def snapshot_message(task: Task, history: list[StageTransition]) -> SnapshotMess
         history=history,
         created_at=task.created_at,
         timestamp=task.updated_at,
+        queue_position=place[0] if place else None,
+        starts_in_seconds=place[1] if place else None,
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
+from django.test import Client
 
 from progress import sender
 from progress.limits import open_sockets
@@ -64,10 +65,8 @@ def application() -> Any:
 _TASK_PATH = re.compile(r"^/ws/tasks/(?P<task_id>[A-Za-z0-9_-]{1,64})/?(?:\?|$)")
 
 
-def csrf_client() -> Any:
+def csrf_client() -> Client:
     """A Django test client with a new session that does the CSRF dance, as a script would."""
-    from django.test import Client
-
     client = Client(enforce_csrf_checks=True)
     token = client.get("/api/csrf/").json()["csrf_token"]
     client.defaults["HTTP_X_CSRFTOKEN"] = token
@@ -110,9 +109,15 @@ async def watching(
         await communicator.disconnect()
 
 
-async def receive(communicator: WebsocketCommunicator, timeout: float = 3) -> ServerMessage:
-    """The next frame, validated against the protocol's models."""
-    return parse_server_message(await communicator.receive_from(timeout))
+async def receive(
+    communicator: WebsocketCommunicator, timeout: float = 3, *, places: bool = False
+) -> ServerMessage:
+    """The next frame, validated against the protocol's models. A waiting task's place in line may be
+    told at any moment: ``queue`` frames are passed over unless ``places``."""
+    while True:
+        message = parse_server_message(await communicator.receive_from(timeout))
+        if places or message.type != "queue":
+            return message
 
 
 def free_port() -> int:

@@ -50,7 +50,9 @@ def test_control_cancel_ends_a_running_task_once():
     assert not cancel_task(task_id)
     task = Task.objects.get(pk=task_id)
     assert task.status == "cancelled"
-    frame = CancelledMessage.model_validate_json(TaskEvent.objects.filter(task_id=task_id).last().payload)
+    last = TaskEvent.objects.filter(task_id=task_id).last()
+    assert last is not None
+    frame = CancelledMessage.model_validate_json(last.payload)
     assert (frame.seq, frame.attempt) == (task.seq, 1)
 
 

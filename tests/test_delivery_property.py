@@ -17,11 +17,13 @@ from hypothesis import strategies as st
 from progress import areport_error, areport_progress, arestart_task, report_error, report_progress
 from progress.models import Task, TaskEvent
 from progress.schemas import (
+    CancelledMessage,
     ErrorMessage,
     HeartbeatMessage,
     PongMessage,
     ProgressMessage,
     ProgressStage,
+    QueueMessage,
     SnapshotMessage,
     TaskStatus,
     parse_server_message,
@@ -97,12 +99,12 @@ class Watcher:
             self.baseline = self.last = message.seq
             if message.status is not TaskStatus.RUNNING:
                 self.last -= 1  # the terminal frame follows, with the snapshot's seq (documented)
-        elif isinstance(message, ProgressMessage | ErrorMessage):
+        elif isinstance(message, ProgressMessage | ErrorMessage | CancelledMessage):
             assert message.seq > self.last, f"seq {message.seq} after {self.last}: duplicate or out of order"
             self.frames.append((message.seq, text))
             self.last = message.seq
         else:
-            assert isinstance(message, HeartbeatMessage | PongMessage), message
+            assert isinstance(message, HeartbeatMessage | PongMessage | QueueMessage), message  # no seq
 
     async def drop(self) -> None:
         """Disconnect, keeping the last seq seen for a later resume."""

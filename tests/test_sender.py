@@ -26,11 +26,14 @@ async def _subscribe(task_id: str) -> str:
 
 
 async def _receive_until(channel: str, seq: int) -> list[dict[str, Any]]:
+    """The task's events up to ``seq`` (a waiting task's place-in-line messages are passed over)."""
     layer = get_channel_layer()
     assert layer is not None
     got: list[dict[str, Any]] = []
     while not got or got[-1]["seq"] < seq:
-        got.append(await asyncio.wait_for(layer.receive(channel), 10))
+        message = await asyncio.wait_for(layer.receive(channel), 10)
+        if message["type"] != "task.queue":
+            got.append(message)
     return got
 
 

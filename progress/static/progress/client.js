@@ -22,9 +22,12 @@
 //   snapshot(snapshot)  the task's whole state: first on every fresh connect, and from polls
 //   progress(message)   a progress frame; message.attempt rises when the task is retried
 //   error(message)      the attempt failed (the watch goes on: a retry may follow)
+//   cancelled(message)  the task was cancelled (the watch goes on: a retry may follow)
+//   queue(message)      while it waits: its place in line (queue_position, 0: next) and starts_in_seconds
 //   status(state, info) connection state: "connecting", "live", "reconnecting" ({attempt, delay,
 //                       restart}), "offline" ({attempt, delay}), "ended" (task complete)
-//   unknown(taskId)     the server does not know the task or will not show it (4404 / HTTP 404)
+//   unknown(taskId)     the server does not know the task or will not show it (4404 / HTTP 404), or
+//                       it was deleted
 //   protocolError(message)
 // methods: start(), stop(), reconnectNow()
 (function (global) {
@@ -179,14 +182,16 @@
       this.emit("snapshot", msg);
       return;
     }
-    if (msg.type === "progress" || msg.type === "error") {
+    if (msg.type === "progress" || msg.type === "error" || msg.type === "cancelled") {
       if (this.lastSeq !== null && msg.seq <= this.lastSeq) return; // already reflected
       this.lastSeq = msg.seq;
       if (msg.type === "error") { this.emit("error", msg); return; }
+      if (msg.type === "cancelled") { this.emit("cancelled", msg); return; }
       if (msg.stage === "complete") this.finished = true;
       this.emit("progress", msg);
       return;
     }
+    if (msg.type === "queue") { this.emit("queue", msg); return; }
     if (msg.type === "protocol_error") this.emit("protocolError", msg);
   };
 
