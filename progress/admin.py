@@ -1,4 +1,4 @@
-"""The Django admin for tasks: status at a glance, each task's event history, and retry for operators."""
+"""The Django admin for tasks: status at a glance, each task's event history; retry, cancel and delete."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.timesince import timesince
 
+from .control import cancel_task, delete_task
 from .models import Task, TaskEvent
 from .publish import restart_task
 from .schemas import TaskStatus
@@ -32,14 +33,15 @@ class TaskEventInline(admin.TabularInline):  # type: ignore[type-arg]  # not sub
 
 @admin.register(Task)
 class TaskAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # not subscriptable at run time
-    """Tasks are read here, never edited (reports change them); failed ones can be retried."""
+    """Tasks are read here, never edited (reports change them); failed or cancelled ones can be
+    retried, waiting or running ones cancelled, any deleted with everything of it."""
 
     list_display = ("task_id", "status", "stage", "percentage", "attempt", "age", "error_code", "updated_at")
     list_filter = ("status", "stage")
     search_fields = ("task_id", "owner", "error_code")
     ordering = ("-updated_at",)
     inlines = [TaskEventInline]
-    actions = ["retry"]
+    actions = ["retry", "cancel", "delete_everything"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         """Every field: a task changes through reports, so its seq order holds."""
@@ -58,10 +60,34 @@ class TaskAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # not subscriptabl
     def retry(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
         """Start a new attempt of each failed task; the app that runs its jobs queues it."""
         retried = 0
-        for task_id in queryset.filter(status=TaskStatus.FAILED.value).values_list("task_id", flat=True):
+        ended = (TaskStatus.FAILED.value, TaskStatus.CANCELLED.value)
+        for task_id in queryset.filter(status__in=ended).values_list("task_id", flat=True):
             attempt = restart_task(task_id, "retried by an operator")
             if attempt is not None:
                 task_restarted.send(sender=Task, task_id=task_id, attempt=attempt)
                 retried += 1
         skipped = queryset.count() - retried
-        self.message_user(request, f"Retried {retried} task(s); {skipped} were not failed.", messages.INFO)
+        self.message_user(
+            request, f"Retried {retried} task(s); {skipped} were not failed or cancelled.", messages.INFO
+        )
+
+    @admin.action(description="Cancel the selected waiting or running tasks")
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
+        """Cancel each task that still runs; its watchers are told, its job stops."""
+        ids = list(queryset.values_list("task_id", flat=True))
+        cancelled = sum(cancel_task(task_id) for task_id in ids)
+        self.message_user(request, f"Cancelled {cancelled} task(s); {len(ids) - cancelled} had ended.")
+
+    @admin.action(description="Delete the selected tasks and everything of them")
+    def delete_everything(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
+        """``progress.delete_task`` for each: the app's data (files, results) goes too, and watchers
+        are closed; Django's own bulk delete would leave the files behind."""
+        ids = list(queryset.values_list("task_id", flat=True))
+        deleted = sum(delete_task(task_id) for task_id in ids)
+        self.message_user(request, f"Deleted {deleted} task(s) and everything of them.")
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        """The task actions, without Django's bulk delete (it would leave the tasks' files behind)."""
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions

@@ -61,3 +61,36 @@ def test_admin_is_refused_to_anyone_not_staff():
     user = Client()
     user.force_login(User.objects.create_user("ada", password="pw-for-tests-only"))
     assert user.get("/admin/progress/task/").status_code == 302
+
+
+def test_admin_cancel_action_cancels_running_tasks_only(operator):
+    report_progress("job1", "transcribing", 40)
+    report_progress("job2", "complete", 100)
+    response = operator.post(
+        "/admin/progress/task/", {"action": "cancel", "_selected_action": ["job1", "job2"]}, follow=True
+    )
+    assert "Cancelled 1 task(s); 1 had ended." in response.content.decode()
+    assert Task.objects.get(pk="job1").status == "cancelled"
+    assert Task.objects.get(pk="job2").status == "complete"
+
+
+def test_admin_delete_action_deletes_the_task_and_its_transcript(operator, media):
+    report_progress("job1", "complete", 100)
+    audio = media / "uploads" / "job1.wav"
+    audio.parent.mkdir(parents=True)
+    audio.write_bytes(b"RIFF")
+    Transcription.objects.create(task_id="job1", audio_path="uploads/job1.wav", result={"text": "secret"})
+    response = operator.post(
+        "/admin/progress/task/", {"action": "delete_everything", "_selected_action": ["job1"]}, follow=True
+    )
+    assert response.status_code == 200
+    assert not Task.objects.filter(pk="job1").exists()
+    assert not Transcription.objects.filter(pk="job1").exists()
+    assert not audio.exists()
+
+
+def test_admin_offers_no_bulk_delete_that_would_leave_files(operator):
+    report_progress("job1", "complete", 100)  # the actions show once there is a task to act on
+    page = operator.get("/admin/progress/task/").content.decode()
+    assert "delete_everything" in page
+    assert 'value="delete_selected"' not in page
