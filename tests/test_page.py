@@ -430,3 +430,51 @@ def test_page_dropped_files_become_rows(stack: Stack, browser: Browser):
         expect(huge).to_have_attribute("data-status", "refused")
         expect(huge.locator(".problem-text")).to_contain_text("too large")
         assert huge.get_attribute("data-task-id") is None
+
+
+HIDE_TAB = """
+Object.defineProperty(document, "hidden", { value: true, configurable: true });
+document.dispatchEvent(new Event("visibilitychange"));
+"""
+"""What a browser does when the person switches to another tab (headless Chromium never hides one)."""
+
+
+def test_page_cancel_retry_delete_place_in_line_and_a_hidden_tab(
+    stack: Stack, worker: Stack, browser: Browser, long_speech: Path, speech: list[Path]
+):
+    with person(browser) as page:
+        problems = console_problems(page)
+        page.on("dialog", lambda dialog: dialog.accept())  # every Cancel and Delete asks first
+        running = upload_until_transcribing(page, stack, long_speech)
+        page.set_input_files("#files", [str(speech[0])])
+        waiting = row(page, speech[0].name)
+        expect(waiting).to_have_attribute("data-place", "0")  # one worker: next in line
+        expect(waiting.locator(".row-eta")).to_contain_text("Next in line")
+        expect(waiting.locator(".cancel")).to_be_visible()
+
+        page.evaluate(HIDE_TAB)  # the person looks elsewhere from now on
+        running.locator(".cancel").click()
+        expect(running).to_have_attribute("data-status", "cancelled")
+        expect(running.locator(".badge")).to_have_text("Cancelled")
+        expect(running.locator(".cancel")).to_be_hidden()
+        expect(waiting).to_have_attribute("data-stage", "transcribing", timeout=JOB_MS)  # the worker is free
+
+        running.locator(".retry").click()
+        expect(running).to_have_attribute("data-status", "running")
+        expect(running).to_have_attribute("data-status", "complete", timeout=JOB_MS)
+        expect(waiting).to_have_attribute("data-status", "complete", timeout=JOB_MS)
+        expect(page).to_have_title("✓ 2 done — Transcribe")  # the cancel, the person's own doing, is not news
+
+        # One voice: the transcript (opened when the job ends) carries no speaker label on every line.
+        expect(waiting.locator(".transcript li").first).to_be_visible()
+        expect(waiting.locator(".transcript .speaker")).to_have_count(0)
+
+        finished_id = task_id_of(page, speech[0].name)
+        waiting.locator(".delete").click()
+        expect(waiting).to_have_count(0)
+        page.reload()
+        expect(row(page, long_speech.name)).to_have_attribute("data-status", "complete")
+        expect(row(page, speech[0].name)).to_have_count(0)
+        gone = page.context.request.get(stack.url(f"/api/tasks/{finished_id}/"))
+        assert gone.status == 404
+        assert problems == []

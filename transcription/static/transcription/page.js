@@ -1,5 +1,5 @@
 // The page: uploads (several at once, a few at a time), the session's list, one connection indicator.
-(function () {
+(function (global) {
   "use strict";
 
   var UPLOADS_AT_ONCE = 2;
@@ -17,12 +17,45 @@
     return cookie ? decodeURIComponent(cookie[1]) : field ? field.value : "";
   }
 
-  page.post = function (url) {
-    return fetch(url, { method: "POST", credentials: "same-origin", headers: { "X-CSRFToken": csrf(), Accept: "application/json" } })
+  page.request = function (method, url) {
+    return fetch(url, { method: method, credentials: "same-origin", headers: { "X-CSRFToken": csrf(), Accept: "application/json" } })
       .then(function (r) {
         return r.json().catch(function () { return {}; }).then(function (body) { return { status: r.status, body: body }; });
       });
   };
+  page.post = function (url) { return page.request("POST", url); };
+
+  page.removeRow = function (row) {
+    page.rows = page.rows.filter(function (r) { return r !== row; });
+    row.el.remove();
+    page.connectionChanged();
+    if (el("empty") && !page.rows.length) el("empty").hidden = false;
+  };
+
+  // Jobs that ended while the tab was hidden: counted in the title until the person looks, and told
+  // by a notification if they allowed it (asked only after a click on "Notify me when done").
+  var title = document.title, unseen = { done: 0, failed: 0 };
+  page.jobEnded = function (row, how) {
+    if (!document.hidden) return;
+    unseen[how] += 1;
+    var parts = [];
+    if (unseen.done) parts.push("✓ " + unseen.done + " done");
+    if (unseen.failed) parts.push("✗ " + unseen.failed + " failed");
+    document.title = parts.join(" · ") + " — " + title;
+    if (global.Notification && Notification.permission === "granted") {
+      new Notification(how === "done" ? "Transcribed: " + row.name : "Transcription failed: " + row.name, { tag: row.taskId });
+    }
+  };
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden) { unseen = { done: 0, failed: 0 }; document.title = title; }
+  });
+  var notify = el("notify");
+  if (global.Notification && Notification.permission === "default") {
+    notify.hidden = false;
+    notify.addEventListener("click", function () {
+      Notification.requestPermission().then(function () { notify.hidden = true; });
+    });
+  }
 
   page.announce = function (text) {
     // Cleared first, so the same words twice are announced twice.
@@ -172,5 +205,5 @@
     wireUploads();
     loadList();
   }
-  window.transcriptionPage = page;
-})();
+  global.transcriptionPage = page;
+})(window);

@@ -46,6 +46,8 @@
     this.q(".details-toggle").addEventListener("click", function () { self.toggle(this, self.q(".details"), "Details", "Hide details"); });
     this.q(".transcript-toggle").addEventListener("click", function () { self.toggleTranscript(); });
     this.q(".retry").addEventListener("click", function () { self.retry(); });
+    this.q(".cancel").addEventListener("click", function () { self.cancel(); });
+    this.q(".delete").addEventListener("click", function () { self.remove(); });
     this.q(".copy").addEventListener("click", function () { self.copy(); });
   }
 
@@ -75,16 +77,21 @@
     this.q(".row-name").href = task.share_url;
     this.q(".share-link").value = new URL(task.share_url, global.location.href).href;
     this.q(".share-box").hidden = false;
+    this.q(".delete").hidden = !this.owned;
     if (task.status === "complete") { this.done(task.expanded === true); return; }
     if (task.stage) this.show(task.stage, task.percentage || 0, null, task.attempt || 1);
     this.client = new TaskProgress(task.task_id, {
       snapshot: function (s) {
         self.walk(s.history || [], s.attempt, s.stage);
         if (s.status === "failed" && s.error) self.fail(s.error, s.attempt);
+        else if (s.status === "cancelled") self.cancelled(s.attempt);
         else self.show(s.stage, s.percentage, s.message, s.attempt);
+        if (s.queue_position != null) self.place(s.queue_position, s.starts_in_seconds);
       },
       progress: function (p) { self.show(p.stage, p.percentage, p.message, p.attempt); },
       error: function (e) { self.fail(e, e.attempt); },
+      cancelled: function (c) { self.cancelled(c.attempt); },
+      queue: function (q) { self.place(q.queue_position, q.starts_in_seconds); },
       status: function (state, info) { self.connection = { state: state, attempt: info.attempt || 0 }; self.page.connectionChanged(); },
       unknown: function () { self.refuse("This transcription is not available (it may have been deleted)."); }
     }, { token: this.token, heartbeatInterval: this.options.heartbeatInterval }).start();
@@ -124,7 +131,27 @@
     this.q(".row-message").textContent = message || "";
     this.el.dataset.stage = stage;
     if (stage !== this.stage) { this.stage = stage; this.announce(LABELS[stage] + ", step " + step + " of " + STEPS.length); }
+    this.q(".cancel").hidden = !this.owned;
+    this.live = true;  // seen running here: its end is news (the title, a notification)
+    if (stage !== "queued") delete this.el.dataset.place;
     this.estimate();
+  };
+
+  function ordinal(n) {
+    var tens = n % 100, ones = n % 10;
+    var suffix = tens >= 11 && tens <= 13 ? "th" : ones === 1 ? "st" : ones === 2 ? "nd" : ones === 3 ? "rd" : "th";
+    return n + suffix;
+  }
+
+  // While it waits: its place in line (0: next) and when it should start.
+  Row.prototype.place = function (position, startsIn) {
+    if (this.stage !== "queued" || this.el.dataset.status !== "running") return;
+    var text = position === 0 ? "Next in line" : ordinal(position + 1) + " in line";
+    if (startsIn != null) {
+      text += startsIn < 60 ? " · starts in under a minute" : " · starts in about " + Math.round(startsIn / 60) + " min";
+    }
+    this.el.dataset.place = String(position);
+    this.q(".row-eta").textContent = text;
   };
 
   // The bar never goes back within an attempt; a CSS transition moves it between updates.
@@ -174,7 +201,62 @@
     var final = (this.options.finalErrors || []).indexOf(error.error_code) >= 0;
     this.q(".retry").hidden = !this.owned || final;
     this.q(".retry").disabled = false;
+    this.q(".cancel").hidden = true;
     this.announce("failed: " + error.user_message);
+    this.ended("failed");
+  };
+
+  Row.prototype.cancelled = function (attempt) {
+    if (this.refused || (attempt && attempt < this.attempt)) return;
+    if (attempt) this.newAttempt(attempt);
+    this.badge("Cancelled", "cancelled");
+    delete this.el.dataset.place;
+    this.q(".row-eta").textContent = this.q(".row-percent").textContent = "";
+    this.q(".row-message").textContent = "";
+    this.q(".problem").hidden = false;
+    this.q(".problem-text").textContent = "Cancelled. Retry to run it again.";
+    this.q(".details-toggle").hidden = true;
+    this.q(".retry").hidden = !this.owned;
+    this.q(".retry").disabled = false;
+    this.q(".cancel").hidden = true;
+    this.announce("cancelled");
+    this.live = false;  // a cancel is the owner's own doing: no notice
+  };
+
+  // A job seen running here has ended: the page tells the person if the tab is hidden.
+  Row.prototype.ended = function (how) {
+    if (this.live) this.page.jobEnded(this, how);
+    this.live = false;
+  };
+
+  Row.prototype.cancel = function () {
+    if (!global.confirm("Cancel the transcription of “" + (this.name || "this file") + "”?")) return;
+    var self = this, button = this.q(".cancel");
+    button.disabled = true;
+    this.page.request("POST", "/api/tasks/" + encodeURIComponent(this.taskId) + "/cancel").then(function (res) {
+      button.disabled = false;
+      if (res.status === 200) self.cancelled(res.body.attempt);
+      else self.q(".row-message").textContent = res.body.detail || "It could not be cancelled.";
+    });
+  };
+
+  // Delete the transcription and everything of it; the row goes.
+  Row.prototype.remove = function () {
+    if (!global.confirm("Delete “" + (this.name || "this transcription") + "” and its transcript? This cannot be undone.")) return;
+    var self = this, button = this.q(".delete");
+    button.disabled = true;
+    this.page.request("DELETE", "/api/tasks/" + encodeURIComponent(this.taskId) + "/").then(function (res) {
+      if (res.status !== 204) {
+        button.disabled = false;
+        self.q(".row-message").textContent = res.body.detail || "It could not be deleted.";
+        return;
+      }
+      self.refused = true;
+      if (self.client) self.client.stop();
+      self.client = self.connection = null;
+      self.page.removeRow(self);
+      self.page.announce((self.name || "Transcription") + ": deleted");
+    });
   };
 
   // The upload was refused (or the task is gone): final, and the socket has nothing more to say.
@@ -198,7 +280,7 @@
     var self = this, button = this.q(".retry");
     button.disabled = true;
     this.q(".row-message").textContent = "Starting a new attempt…";
-    this.page.post("/api/tasks/" + encodeURIComponent(this.taskId) + "/retry").then(function (res) {
+    this.page.request("POST", "/api/tasks/" + encodeURIComponent(this.taskId) + "/retry").then(function (res) {
       if (res.status !== 202) throw new Error(res.body.detail || res.body.error || "The retry was refused.");
       self.client.reconnectNow(); // an open socket follows the retry; one in backoff tries now
     }).catch(function (e) {
@@ -215,6 +297,8 @@
     this.q(".row-percent").textContent = "100%";
     this.q(".row-eta").textContent = this.q(".row-message").textContent = "";
     this.q(".problem").hidden = true;
+    this.q(".cancel").hidden = true;
+    this.ended("done");
     var base = "/api/tasks/" + encodeURIComponent(this.taskId) + "/result";
     var query = "?token=" + encodeURIComponent(this.token);
     Array.prototype.forEach.call(this.el.querySelectorAll(".download"), function (a) {
@@ -240,11 +324,14 @@
       return r.json();
     }).then(function (result) {
       list.textContent = "";
-      (result.segments || []).forEach(function (seg) {
+      var segments = result.segments || [];
+      // One voice throughout: a label on every line says nothing.
+      var voices = segments.map(function (seg) { return seg.speaker; }).filter(function (v, i, all) { return v && all.indexOf(v) === i; });
+      segments.forEach(function (seg) {
         var li = document.createElement("li"), time = document.createElement("time"), p = document.createElement("span");
         time.textContent = clock(seg.start);
         time.dateTime = "PT" + Number(seg.start).toFixed(2) + "S";
-        if (seg.speaker) {
+        if (seg.speaker && voices.length > 1) {
           var who = document.createElement("span");
           who.className = "speaker";
           who.textContent = seg.speaker;
