@@ -62,7 +62,7 @@ async def test_places_watchers_see_their_place_fall_as_jobs_start():
         snapshot = await receive(client)
         assert isinstance(snapshot, SnapshotMessage)
         assert snapshot.queue_position == 4
-        seen = []
+        seen: list[int] = []
         for _ in range(4):
             job = await sync_to_async(claim_next)()
             assert job is not None

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from progress import report_error, report_progress, restart_task, start_task
+from progress import cancel_task, report_error, report_progress, restart_task, start_task
 from progress.models import Task
 from transcription import throttle
 from transcription.models import Hit, Transcription
@@ -110,3 +110,30 @@ def test_retention_sweep_goes_on_after_a_failing_step(monkeypatch, settings):
     Task.objects.filter(pk=task_id).update(updated_at=timezone.now() - timedelta(seconds=1))
     sweep()
     assert Task.objects.get(pk=task_id).error_code == "upload_expired"
+
+
+def test_retention_keep_results_deletes_old_ended_tasks_only(media, settings):
+    settings.TRANSCRIPTION_KEEP_RESULTS = 3600
+    old_done, old_failed, old_cancelled = (start_task("queued") for _ in range(3))
+    report_progress(old_done, "complete", 100)
+    report_error(old_failed, "boom", "It broke.")
+    cancel_task(old_cancelled)
+    young_done = start_task("queued")
+    report_progress(young_done, "complete", 100)
+    old_running = start_task("transcribing")
+    Transcription.objects.create(task_id=old_done, result={"text": "private words"})
+    long_ago = timezone.now() - timedelta(seconds=3601)
+    Task.objects.exclude(pk=young_done).update(updated_at=long_ago)
+    sweep()
+    left = set(Task.objects.values_list("task_id", flat=True))
+    assert left == {young_done, old_running}
+    assert not Transcription.objects.filter(pk=old_done).exists()
+
+
+def test_retention_keep_results_zero_keeps_everything(settings):
+    settings.TRANSCRIPTION_KEEP_RESULTS = 0
+    task_id = start_task("queued")
+    report_progress(task_id, "complete", 100)
+    Task.objects.update(updated_at=timezone.now() - timedelta(days=3650))
+    sweep()
+    assert Task.objects.filter(pk=task_id).exists()
