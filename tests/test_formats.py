@@ -79,3 +79,14 @@ def test_formats_download_name_from_upload():
     assert download_name("", "json") == "transcript.json"
     assert download_name(".hidden", "txt") == "hidden.txt"
     assert download_name("bad\x00name\r\n.wav", "srt") == "bad_name.srt"
+
+
+def test_formats_one_speaker_is_not_named_on_every_line():
+    alone = {
+        "segments": [
+            {"start": 0, "end": 1, "speaker": "SPEAKER_1", "text": "hello"},
+            {"start": 1, "end": 2, "speaker": "SPEAKER_1", "text": "again"},
+        ]
+    }
+    assert txt(alone) == "[00:00:00] hello\n[00:00:01] again\n"
+    assert "SPEAKER" not in srt(alone) + vtt(alone)

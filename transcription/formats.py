@@ -7,7 +7,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 __all__ = ["FORMATS", "Cue", "cues", "download_name", "render", "srt", "timestamp", "txt", "vtt"]
@@ -37,7 +37,8 @@ def _one_line(text: Any) -> str:
 
 
 def cues(result: dict[str, Any]) -> list[Cue]:
-    """The transcript's segments in time order, with times that never run backwards."""
+    """The transcript's segments in time order, with times that never run backwards; with one
+    speaker throughout, no cue names it (a label on every line says nothing)."""
     found = []
     for segment in result.get("segments") or []:
         if not isinstance(segment, dict):
@@ -49,6 +50,8 @@ def cues(result: dict[str, Any]) -> list[Cue]:
         found.append(
             Cue(start, max(start, _seconds(segment.get("end"))), _one_line(segment.get("speaker")), text)
         )
+    if len({cue.speaker for cue in found if cue.speaker}) <= 1:
+        found = [replace(cue, speaker="") for cue in found]
     return sorted(found, key=lambda cue: (cue.start, cue.end))
 
 
