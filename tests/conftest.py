@@ -120,6 +120,28 @@ async def receive(
             return message
 
 
+async def output(communicator: WebsocketCommunicator, timeout: float = 3) -> dict[str, Any]:
+    """The next thing the consumer sends (a frame or the close), passing over ``queue`` frames."""
+    while True:
+        sent: dict[str, Any] = await communicator.receive_output(timeout)
+        if not (sent["type"] == "websocket.send" and '"type":"queue"' in (sent.get("text") or "")):
+            return sent
+
+
+async def quiet(communicator: WebsocketCommunicator, timeout: float = 0.2) -> bool:
+    """Whether nothing but ``queue`` frames (a waiting task's place) arrives within ``timeout``.
+
+    Built on ``receive_nothing``: a timed-out ``receive_output`` would cancel the application."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if await communicator.receive_nothing(left):
+            return True
+        sent = await communicator.receive_output(1)
+        if not (sent["type"] == "websocket.send" and '"type":"queue"' in (sent.get("text") or "")):
+            return False
+    return True
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

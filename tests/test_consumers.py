@@ -29,7 +29,7 @@ from progress.schemas import (
     SnapshotMessage,
     TaskStatus,
 )
-from tests.conftest import ORIGIN, RedisServer, application, receive, watching, with_token
+from tests.conftest import ORIGIN, RedisServer, application, quiet, receive, watching, with_token
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_progress")]
 
@@ -76,7 +76,7 @@ async def test_consumer_other_task_receives_nothing():
     async with watching("/ws/tasks/job2/") as other:
         await receive(other)
         await areport_progress("job1", "transcribing", 5)
-        assert await other.receive_nothing(0.3)
+        assert await quiet(other, 0.3)
 
 
 async def test_consumer_heartbeat_at_configured_interval(settings):
@@ -136,7 +136,7 @@ async def test_consumer_heartbeat_leaves_the_wheel_when_task_finishes(settings):
         assert isinstance(await receive(client), ProgressMessage)
         assert (await client.receive_output(3)) == {"type": "websocket.close", "code": 1000}
         assert len(timers) == 0
-        assert await client.receive_nothing(0.5)
+        assert await quiet(client, 0.5)
 
 
 async def test_consumer_heartbeat_takes_its_turn_in_a_burst():
@@ -244,7 +244,7 @@ async def test_consumer_error_keeps_the_socket_for_a_retry():
         message = await receive(client)
         assert isinstance(message, ErrorMessage)
         assert message.error_code == "decode_failed"
-        assert await client.receive_nothing(0.2)
+        assert await quiet(client, 0.2)
         assert await arestart_task("job1", "retrying") == 2
         retried = await receive(client)
         assert isinstance(retried, ProgressMessage)
@@ -264,7 +264,7 @@ async def test_consumer_late_watcher_of_failed_task_gets_error_and_stays():
         assert isinstance(snapshot, SnapshotMessage)
         assert snapshot.status == "failed"
         assert isinstance(await receive(client), ErrorMessage)
-        assert await client.receive_nothing(0.2)
+        assert await quiet(client, 0.2)
         await arestart_task("job1")
         retried = await receive(client)
         assert isinstance(retried, ProgressMessage)

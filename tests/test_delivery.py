@@ -17,7 +17,7 @@ from django.conf import settings as django_settings
 from progress import areport_progress, report_progress, sender
 from progress.models import Task, TaskEvent
 from progress.schemas import ErrorMessage, HeartbeatMessage, ProgressMessage, ProgressStage, SnapshotMessage
-from tests.conftest import RedisServer, receive, watching
+from tests.conftest import RedisServer, quiet, receive, watching
 from tests.processes import ROOT, project_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_progress")]
@@ -87,7 +87,7 @@ async def test_delivery_resume_gets_exactly_what_came_after(resume_from):
         live = await receive(client)
         assert isinstance(live, ProgressMessage)
         assert live.seq == 7
-        assert await client.receive_nothing(0.2)
+        assert await quiet(client, 0.2)
 
 
 async def test_delivery_connect_after_completion_gets_terminal_and_close():
@@ -111,7 +111,7 @@ async def test_delivery_resume_after_failure_gets_error_and_stays_open():
         terminal = await receive(client)
         assert isinstance(terminal, ErrorMessage)
         assert terminal.seq == 2
-        assert await client.receive_nothing(0.2)  # open: a retry would follow
+        assert await quiet(client, 0.2)  # open: a retry would follow
 
 
 async def test_delivery_burst_is_coalesced_with_final_value(settings):
@@ -125,7 +125,7 @@ async def test_delivery_burst_is_coalesced_with_final_value(settings):
             await areport_progress("job1", "transcribing", i // 10, f"step {i}")
         got = await _until_seq(client, 1001)
         elapsed = time.monotonic() - started
-        assert await client.receive_nothing(0.3)
+        assert await quiet(client, 0.3)
     seqs = [m.seq for m in got]
     assert seqs == sorted(set(seqs))
     assert len(got) <= elapsed * rate + 2
@@ -142,7 +142,7 @@ async def test_delivery_regressing_report_not_broadcast():
         assert not await areport_progress("job1", "aligning", 49)
         assert not await areport_progress("job1", "transcribing", 99)
         assert not await areport_progress("job1", "aligning", 50)
-        assert await client.receive_nothing(0.3)
+        assert await quiet(client, 0.3)
         assert await areport_progress("job1", "aligning", 51)
         message = await receive(client)
         assert isinstance(message, ProgressMessage)

@@ -45,5 +45,5 @@ def test_index_page_upload_watch_and_transcript_on_embedded_default(tmp_path: Pa
         status = page.get_attribute(".row", "data-status")
         transcript = page.inner_text(".row .transcript")
     assert status == "complete"
-    assert "SPEAKER_1" in transcript
+    assert "SPEAKER_1" not in transcript  # one voice: no label on every line
     assert fraction_recognised(spoken_text(audio), transcript) >= 0.6

@@ -105,7 +105,7 @@ async def test_stock_group_send_reaches_our_consumer(redis_server, settings):
 async def test_our_sender_reaches_stock_layer(redis_server, settings):
     use_layer(settings, [redis_server])
     with stock_listener([redis_server], "task.job1", 2) as listener:
-        await areport_progress("job1", "queued", 0)
+        await areport_progress("job1", "uploading", 0)  # not waiting in line: no queue message between
         await areport_progress("job1", "transcribing", 10)
         out, _ = await asyncio.to_thread(listener.communicate, timeout=30)
     events = [json.loads(line) for line in out.splitlines()]

@@ -234,7 +234,7 @@ def check_downloads(page: Page, base: str, name: str, segments: list[dict[str, A
         if fmt == "json":
             assert [s["text"] for s in json.loads(body)["segments"]] == texts
         elif fmt == "txt":
-            assert [line.split(": ", 1)[1] for line in body.splitlines()] == texts
+            assert [line.split("] ", 1)[1] for line in body.splitlines()] == texts  # one voice: no label
         else:
             separator = "," if fmt == "srt" else "."
             found = timings(body, separator)

@@ -19,7 +19,7 @@ from progress.schemas import (
     parse_server_message,
 )
 from tests import processes
-from tests.conftest import RedisServer, receive, watching
+from tests.conftest import RedisServer, output, quiet, receive, watching
 
 pytestmark = pytest.mark.redis
 
@@ -41,7 +41,7 @@ async def test_redis_layer_group_fan_out(any_redis_layer: RedisServer):
             message = await receive(client, timeout=10)
             assert isinstance(message, ProgressMessage)
             assert (message.task_id, message.seq, message.percentage) == ("job1", 2, 10)
-        assert await c.receive_nothing(0.5)
+        assert await quiet(c, 0.5)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -52,7 +52,7 @@ async def test_redis_layer_core_restart_closes_4503_and_resume_catches_up(redis_
         snapshot = await receive(client)
         assert isinstance(snapshot, SnapshotMessage)
         await asyncio.to_thread(redis_layer.stop)
-        assert await client.receive_output(40) == {"type": "websocket.close", "code": 4503}
+        assert await output(client, 40) == {"type": "websocket.close", "code": 4503}
         await areport_progress("job1", "transcribing", 10)  # stored; its fan-out fails
     await asyncio.to_thread(redis_layer.start)  # empty: every group membership is gone
     # As a client does: the pool's stale connections may fail a socket again (4503) until each has
@@ -62,14 +62,14 @@ async def test_redis_layer_core_restart_closes_4503_and_resume_catches_up(redis_
     while len(seen) < 2:
         async with watching(f"/ws/tasks/job1/?last_seq={last_seq}") as client:
             while len(seen) < 2:
-                output = await client.receive_output(10)
-                if output["type"] == "websocket.close":
-                    assert output["code"] == 4503
+                sent = await output(client, 10)
+                if sent["type"] == "websocket.close":
+                    assert sent["code"] == 4503
                     refused += 1
                     assert refused < 20
                     await asyncio.sleep(0.2)
                     break
-                frame = parse_server_message(output["text"])
+                frame = parse_server_message(sent["text"])
                 assert isinstance(frame, ProgressMessage)
                 seen.append((frame.seq, frame.percentage))
                 last_seq = frame.seq

@@ -11,7 +11,7 @@ from asgiref.sync import sync_to_async
 from progress import areport_progress, snapshots, store
 from progress.schemas import ProgressMessage, SnapshotMessage
 from progress.snapshots import Views
-from tests.conftest import receive, watching
+from tests.conftest import quiet, receive, watching
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -168,7 +168,7 @@ async def test_snapshots_resume_from_the_kept_view(reads, pubsub_layer):
         async with watching("/ws/tasks/job1/?last_seq=2") as resumed:
             got: list[Any] = [await receive(resumed) for _ in range(2)]
             assert [m.seq for m in got] == [4, 5]  # the stage change to aligning, then the latest
-            assert await resumed.receive_nothing(0.2)
+            assert await quiet(resumed, 0.2)
     assert reads == ["job1"]
 
 
@@ -180,7 +180,7 @@ async def test_snapshots_resume_ahead_of_the_view_reads_afresh(
     async with watching("/ws/tasks/job1/") as first:
         await receive(first)
         async with watching("/ws/tasks/job1/?last_seq=5") as resumed:
-            assert await resumed.receive_nothing(0.2)
+            assert await quiet(resumed, 0.2)
         async with watching("/ws/tasks/job1/?last_seq=9") as ahead:
             got = [await receive(ahead), await receive(ahead)]
             snapshot = got[-1]
