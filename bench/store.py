@@ -50,28 +50,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-store-") as directory:
         setup(Path(directory))
         from progress import store
-        from progress.schemas import ProgressStage
 
         queued = ["t-sent", "t-held", *(f"t-stage-{i}" for i in range(args.calls + 50))]
         for task_id in queued:
-            store.record_progress(task_id, ProgressStage.QUEUED, 0, None, attempt=None, min_interval=0)
+            store.record_progress(task_id, "queued", 0, None, attempt=None, min_interval=0)
         rows = {
             "broadcast report": per_call(
                 args.calls,
                 lambda i: store.record_progress(
-                    "t-sent", ProgressStage.TRANSCRIBING, 50, f"chunk {i}", attempt=None, min_interval=0
+                    "t-sent", "transcribing", 50, f"chunk {i}", attempt=None, min_interval=0
                 ),
             ),
             "coalesced report": per_call(
                 args.calls,
                 lambda i: store.record_progress(
-                    "t-held", ProgressStage.TRANSCRIBING, 50, f"chunk {i}", attempt=None, min_interval=3600
+                    "t-held", "transcribing", 50, f"chunk {i}", attempt=None, min_interval=3600
                 ),
             ),
             "stage change": per_call(
                 args.calls,
                 lambda i: store.record_progress(
-                    f"t-stage-{i}", ProgressStage.TRANSCRIBING, 1, None, attempt=None, min_interval=0
+                    f"t-stage-{i}", "transcribing", 1, None, attempt=None, min_interval=0
                 ),
             ),
         }

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
         start_task,
     )
     from .recorder import Job, JobCancelled, JobFailed, claim, track
-    from .schemas import ProgressStage
 
 _RECORDER = ("Job", "JobCancelled", "JobFailed", "claim", "track")
 _CONTROL = ("acancel_task", "adelete_task", "cancel_task", "delete_task")
@@ -31,7 +30,6 @@ __all__ = [
     "Job",
     "JobCancelled",
     "JobFailed",
-    "ProgressStage",
     "acancel_task",
     "adelete_task",
     "areport_error",
@@ -52,10 +50,6 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # Imported lazily: the publishing API needs models, which need the app registry ready.
-    if name == "ProgressStage":
-        from .schemas import ProgressStage
-
-        return ProgressStage
     if name == "watch_token":
         from .access import watch_token
 

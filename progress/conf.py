@@ -8,6 +8,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from .stages import DEFAULT as DEFAULT_STAGES
+from .stages import Stages
+
 
 @dataclasses.dataclass(frozen=True)
 class ProgressSettings:
@@ -45,6 +48,13 @@ class ProgressSettings:
     """Seconds a process's sender waits for more messages to send them in one batch (0: none)."""
     CHANNEL_CAPACITY: int = 1000
     """Messages a consumer's channel may hold before the layer drops (recovered by seq)."""
+    STAGES: tuple[str, ...] = DEFAULT_STAGES
+    """The project's stages in order, ``queued`` among them; ``complete`` follows them (progress.stages)."""
+
+    @functools.cached_property
+    def stages(self) -> Stages:
+        """STAGES as rules: their order, and which come before a job runs."""
+        return Stages.declared(self.STAGES)
 
     @property
     def min_interval(self) -> float:
@@ -62,6 +72,8 @@ def _coerce(name: str, raw: str, default: Any) -> Any:
             return int(raw)
         if isinstance(default, float):
             return float(raw)
+        if isinstance(default, tuple):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
     except ValueError as exc:
         raise ValueError(f"PROGRESS_{name}={raw!r} is not a valid {type(default).__name__}") from exc
     return raw
@@ -88,7 +100,11 @@ def get_settings() -> ProgressSettings:
     unknown = set(configured) - names
     if unknown:
         raise ValueError(f"Unknown PROGRESS settings: {', '.join(sorted(unknown))}")
-    return ProgressSettings(**configured)
+    if "STAGES" in configured:
+        configured = {**configured, "STAGES": tuple(configured["STAGES"])}
+    found = ProgressSettings(**configured)
+    _ = found.stages  # a bad STAGES fails at start-up, not at the first report
+    return found
 
 
 def _reset(*, setting: str, **kwargs: Any) -> None:

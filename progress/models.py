@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from .schemas import ProgressStage, TaskStatus
+from .schemas import TaskStatus
 
 
 class Task(models.Model):
@@ -18,7 +18,8 @@ class Task(models.Model):
         choices=[(s.value, s.value) for s in TaskStatus],
         default=TaskStatus.RUNNING.value,
     )
-    stage = models.CharField(max_length=16, choices=[(s.value, s.value) for s in ProgressStage])
+    stage = models.CharField(max_length=32)
+    """One of the project's stages (``PROGRESS["STAGES"]``), or ``complete``."""
     percentage = models.PositiveSmallIntegerField(default=0)
     message = models.TextField(null=True, blank=True)
     seq = models.PositiveBigIntegerField(default=0)

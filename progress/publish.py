@@ -14,8 +14,9 @@ from pydantic import ValidationError
 
 from . import metrics, store
 from .conf import get_settings
-from .schemas import ErrorMessage, ProgressMessage, ProgressStage
+from .schemas import ErrorMessage, ProgressMessage
 from .sender import bind_server_loop, db_call, deliver, loop_for_sync_caller, wait_until_sent
+from .stages import QUEUED
 from .store import Outcome
 
 log = logging.getLogger("progress")
@@ -37,12 +38,13 @@ __all__ = [
 # --- validation -----------------------------------------------------------------------------
 
 
-def _check_progress(
-    task_id: str, stage: ProgressStage | str, percentage: float, message: str | None
-) -> tuple[ProgressStage, int]:
+def _check_progress(task_id: str, stage: str, percentage: float, message: str | None) -> tuple[str, int]:
     """Validate a progress report's arguments, raising ValueError at the call site."""
     if isinstance(percentage, bool) or not isinstance(percentage, Real) or not math.isfinite(percentage):
         raise ValueError(f"percentage must be a number from 0 to 100, not {percentage!r}")
+    stages = get_settings().stages
+    if stage not in stages:
+        raise ValueError(f"stage must be one of {list(stages.names)} (PROGRESS['STAGES']), not {stage!r}")
     try:
         checked = ProgressMessage(task_id=task_id, stage=stage, percentage=round(percentage), message=message)
     except ValidationError as exc:
@@ -128,7 +130,7 @@ def _counted(task_id: str, outcome: Outcome, started: float) -> None:
 
 def _progress_writer(
     task_id: str,
-    stage: ProgressStage | str,
+    stage: str,
     percentage: float,
     message: str | None,
     attempt: int | None,
@@ -166,7 +168,7 @@ def _error_writer(
 
 def report_progress(
     task_id: str,
-    stage: ProgressStage | str,
+    stage: str,
     percentage: float,
     message: str | None = None,
     *,
@@ -176,14 +178,14 @@ def report_progress(
     _forbid_running_loop("report_progress")
     outcome = _publish_sync(task_id, _progress_writer(task_id, stage, percentage, message, attempt))
     accepted = outcome is not None and outcome.accepted
-    if accepted and stage == ProgressStage.QUEUED:
+    if accepted and stage == QUEUED:
         _line_changed()
     return accepted
 
 
 async def areport_progress(
     task_id: str,
-    stage: ProgressStage | str,
+    stage: str,
     percentage: float,
     message: str | None = None,
     *,
@@ -193,7 +195,7 @@ async def areport_progress(
     write = _progress_writer(task_id, stage, percentage, message, attempt)
     outcome = await _publish_async(task_id, write)
     accepted = outcome is not None and outcome.accepted
-    if accepted and stage == ProgressStage.QUEUED:
+    if accepted and stage == QUEUED:
         await sync_to_async(_line_changed, thread_sensitive=False)()
     return accepted
 
@@ -227,9 +229,7 @@ async def areport_error(
     return outcome is not None and outcome.accepted
 
 
-def start_task(
-    stage: ProgressStage | str = ProgressStage.QUEUED, message: str | None = None, *, owner: str = ""
-) -> str:
+def start_task(stage: str = QUEUED, message: str | None = None, *, owner: str = "") -> str:
     """Create a task with a fresh unguessable id, owned by ``owner`` (see progress.access); its id.
 
     Unlike the reports, this raises when the task cannot be stored: the caller has nothing to hand out.
@@ -244,9 +244,7 @@ def start_task(
     return task_id
 
 
-async def astart_task(
-    stage: ProgressStage | str = ProgressStage.QUEUED, message: str | None = None, *, owner: str = ""
-) -> str:
+async def astart_task(stage: str = QUEUED, message: str | None = None, *, owner: str = "") -> str:
     """Async twin of start_task."""
     from .access import new_task_id
 

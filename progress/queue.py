@@ -17,7 +17,8 @@ from django.db.models import Count, Max
 
 from .models import Task
 from .recorder import Job, claim
-from .schemas import ProgressStage, TaskStatus
+from .schemas import TaskStatus
+from .stages import QUEUED
 
 __all__ = ["Waiting", "claim_next", "fair_order", "last_started", "order_now", "running_by_owner", "waiting"]
 
@@ -69,7 +70,7 @@ def _turn(started: datetime | None) -> tuple[int, float]:
 def waiting() -> list[Waiting]:
     """Every task waiting to start (in no particular order)."""
     rows = Task.objects.filter(
-        status=TaskStatus.RUNNING.value, stage=ProgressStage.QUEUED.value, heartbeat_at__isnull=True
+        status=TaskStatus.RUNNING.value, stage=QUEUED, heartbeat_at__isnull=True
     ).values_list("task_id", "attempt", "owner", "updated_at")
     return [Waiting(*row) for row in rows]
 

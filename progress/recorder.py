@@ -16,7 +16,8 @@ from . import store
 from .conf import get_settings
 from .models import Task
 from .publish import report_error, report_progress
-from .schemas import ProgressStage, TaskStatus, utcnow
+from .schemas import TaskStatus, utcnow
+from .stages import COMPLETE
 
 log = logging.getLogger("progress")
 
@@ -95,7 +96,7 @@ class Job:
         if self.cancelled:
             raise JobCancelled(f"task {self.task_id} attempt {self.attempt} was cancelled")
 
-    def progress(self, stage: ProgressStage | str, percentage: float, message: str | None = None) -> bool:
+    def progress(self, stage: str, percentage: float, message: str | None = None) -> bool:
         """Report this attempt's progress; True if it changed the task. Never raises."""
         try:
             return report_progress(self.task_id, stage, percentage, message, attempt=self.attempt)
@@ -135,7 +136,7 @@ class Job:
             self._thread.join()
         if exc is None:
             if self._has_result and not self.cancelled:
-                self.progress(ProgressStage.COMPLETE, 100)
+                self.progress(COMPLETE, 100)
             return False
         if not isinstance(exc, Exception):
             return False  # KeyboardInterrupt, SystemExit: the process is going; the reaper reports it

@@ -19,23 +19,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class ProgressStage(enum.StrEnum):
-    """The stages of a job, in the only order they may happen."""
-
-    UPLOADING = "uploading"
-    QUEUED = "queued"
-    TRANSCRIBING = "transcribing"
-    ALIGNING = "aligning"
-    DIARIZING = "diarizing"
-    COMPLETE = "complete"
-
-    @property
-    def rank(self) -> int:
-        """Position in the pipeline; a report may never go to a lower rank."""
-        return _STAGE_RANK[self]
-
-
-_STAGE_RANK = {stage: i for i, stage in enumerate(ProgressStage)}
+StageName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+"""One of the project's stages (``PROGRESS["STAGES"]``, then ``complete``): checked against them where
+a report comes in, not here, so a client can read any project's frames."""
 
 
 class TaskStatus(enum.StrEnum):
@@ -58,7 +44,7 @@ class ProgressMessage(_Message):
     task_id: TaskId
     seq: Seq = 0
     attempt: int = Field(default=1, ge=1)
-    stage: ProgressStage
+    stage: StageName
     percentage: Percentage
     message: str | None = Field(default=None, max_length=500)
     timestamp: datetime = Field(default_factory=utcnow)
@@ -140,7 +126,7 @@ class StageTransition(_Message):
 
     seq: Seq
     attempt: int
-    stage: ProgressStage
+    stage: StageName
     timestamp: datetime
 
 
@@ -160,13 +146,15 @@ class SnapshotMessage(_Message):
     seq: Seq
     attempt: int
     status: TaskStatus
-    stage: ProgressStage
+    stage: StageName
     percentage: Percentage
     message: str | None = None
     error: TaskError | None = None
     history: list[StageTransition]
     created_at: datetime
     timestamp: datetime
+    stages: list[StageName] = Field(default_factory=list)
+    """The project's stages in order, ``complete`` last: a client needs no list of its own."""
     queue_position: int | None = Field(default=None, ge=0)
     """While it waits: how many tasks start before it (0: next)."""
     starts_in_seconds: float | None = Field(default=None, ge=0)

@@ -19,7 +19,7 @@ from asgiref.sync import sync_to_async
 
 from . import store
 from .models import Task, TaskEvent
-from .schemas import ProgressStage, StageTransition, TaskStatus
+from .schemas import StageTransition, TaskStatus
 from .sender import db_call
 
 
@@ -55,7 +55,7 @@ def read(task_id: str) -> View | None:
         .values_list("seq", "attempt", "stage", "created_at", "payload")
     )
     history = [
-        StageTransition(seq=seq, attempt=attempt, stage=ProgressStage(stage), timestamp=when)
+        StageTransition(seq=seq, attempt=attempt, stage=stage, timestamp=when)
         for seq, attempt, stage, when, _ in events
         if stage is not None
     ]

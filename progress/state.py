@@ -5,7 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from .schemas import ProgressStage, TaskStatus
+from .schemas import TaskStatus
+from .stages import Stages
 
 
 class Verdict(enum.StrEnum):
@@ -29,7 +30,7 @@ class Current:
 
     status: TaskStatus
     attempt: int
-    stage: ProgressStage
+    stage: str
     percentage: int
     message: str | None
     broadcast_at: float | None
@@ -38,21 +39,24 @@ class Current:
 def judge_progress(
     current: Current,
     *,
-    stage: ProgressStage,
+    stage: str,
     percentage: int,
     message: str | None,
     attempt: int | None,
     now: float,
     min_interval: float,
+    stages: Stages,
 ) -> Verdict:
-    """Decide the fate of a progress report against the task's current state."""
+    """Decide the fate of a progress report against the task's current state, in ``stages``' order."""
     if current.status is not TaskStatus.RUNNING:
         return Verdict.FINAL
     if attempt is not None and attempt != current.attempt:
         return Verdict.STALE
-    if stage.rank < current.stage.rank:
+    # A stored stage the project no longer declares ranks first: any declared stage may follow it.
+    current_rank = stages.rank(current.stage) if current.stage in stages else -1
+    if stages.rank(stage) < current_rank:
         return Verdict.STALE
-    if stage is current.stage:
+    if stage == current.stage:
         if percentage < current.percentage:
             return Verdict.STALE
         if percentage == current.percentage and message == current.message:

@@ -13,24 +13,22 @@ from django.db import IntegrityError, transaction
 
 from . import rows
 from .access import public_detail
+from .conf import get_settings
 from .models import Task, TaskEvent, Tombstone
 from .schemas import (
     CancelledMessage,
     ErrorMessage,
     ProgressMessage,
-    ProgressStage,
     SnapshotMessage,
     StageTransition,
     TaskError,
     TaskStatus,
     utcnow,
 )
+from .stages import COMPLETE, QUEUED
 from .state import RESTARTABLE, Current, Verdict, judge_cancel, judge_error, judge_progress
 
 log = logging.getLogger("progress")
-
-# Stages reported before a job runs (by the view that enqueues it): they start no liveness clock.
-_PRE_JOB_STAGES = {ProgressStage.UPLOADING, ProgressStage.QUEUED}
 
 
 class GroupMessage(TypedDict):
@@ -103,7 +101,7 @@ _SENT = ("broadcast_seq", "broadcast_at")
 _ERROR_FIELDS = ("error_code", "user_message", "technical_detail")
 
 
-def _lock_or_create(task_id: str, stage: ProgressStage, now: datetime) -> Task | None:
+def _lock_or_create(task_id: str, stage: str, now: datetime) -> Task | None:
     """The task's row, locked; a new task starts as a row with seq 0 that the caller fills in.
 
     None for a deleted task: a late report (its job stopping, an upload's last bytes) revives nothing."""
@@ -114,7 +112,7 @@ def _lock_or_create(task_id: str, stage: ProgressStage, now: datetime) -> Task |
         return None
     try:
         with transaction.atomic(using=rows.using()):  # a savepoint: two first reports may race here
-            Task.objects.create(task_id=task_id, stage=stage.value, created_at=now, updated_at=now)
+            Task.objects.create(task_id=task_id, stage=stage, created_at=now, updated_at=now)
     except IntegrityError:
         pass
     task = rows.lock(task_id, _PROGRESS_READS)
@@ -127,10 +125,10 @@ def tombstone_digest(task_id: str) -> str:
     return hashlib.sha256(task_id.encode()).hexdigest()
 
 
-def create(task_id: str, owner: str, stage: ProgressStage) -> None:
+def create(task_id: str, owner: str, stage: str) -> None:
     """Make a new task's row (seq 0) for ``owner``; its first report gives it seq 1. Raises if it exists."""
     now = utcnow()
-    Task.objects.create(task_id=task_id, owner=owner, stage=stage.value, created_at=now, updated_at=now)
+    Task.objects.create(task_id=task_id, owner=owner, stage=stage, created_at=now, updated_at=now)
 
 
 def owner(task_id: str) -> str | None:
@@ -142,7 +140,7 @@ def _current(task: Task) -> Current:
     return Current(
         status=TaskStatus(task.status),
         attempt=task.attempt,
-        stage=ProgressStage(task.stage),
+        stage=task.stage,
         percentage=task.percentage,
         message=task.message,
         broadcast_at=task.broadcast_at,
@@ -155,7 +153,7 @@ def progress_frame(task: Task, timestamp: datetime) -> str:
         task_id=task.task_id,
         seq=task.seq,
         attempt=task.attempt,
-        stage=ProgressStage(task.stage),
+        stage=task.stage,
         percentage=task.percentage,
         message=task.message,
         timestamp=timestamp,
@@ -178,12 +176,12 @@ def _fan_out(task: Task, text: str, now_ts: float, *, final: bool = False) -> Gr
     )
 
 
-def _event(task: Task, text: str, stage: ProgressStage | None, when: datetime) -> None:
+def _event(task: Task, text: str, stage: str | None, when: datetime) -> None:
     TaskEvent.objects.create(
         task=task,
         seq=task.seq,
         attempt=task.attempt,
-        stage=stage.value if stage else None,
+        stage=stage,
         payload=text,
         created_at=when,
     )
@@ -191,7 +189,7 @@ def _event(task: Task, text: str, stage: ProgressStage | None, when: datetime) -
 
 def record_progress(
     task_id: str,
-    stage: ProgressStage,
+    stage: str,
     percentage: int,
     message: str | None,
     *,
@@ -200,7 +198,8 @@ def record_progress(
 ) -> Outcome:
     """Apply one progress report; the returned outcome says what to send."""
     now, now_ts = utcnow(), time.time()
-    if stage is ProgressStage.COMPLETE:
+    stages = get_settings().stages
+    if stage == COMPLETE:
         percentage = 100
     with transaction.atomic(using=rows.using()):
         task = _lock_or_create(task_id, stage, now)
@@ -217,25 +216,26 @@ def record_progress(
                 attempt=attempt,
                 now=now_ts,
                 min_interval=min_interval,
+                stages=stages,
             )
             if not (verdict is Verdict.BROADCAST or verdict is Verdict.COALESCE):
                 return Outcome(verdict, task.seq)
-        stage_changed = task.seq == 0 or stage.value != task.stage
+        stage_changed = task.seq == 0 or stage != task.stage
         task.seq += 1
-        task.stage = stage.value
+        task.stage = stage
         task.percentage = percentage
         task.message = message
         task.updated_at = now
-        if stage is ProgressStage.COMPLETE:
+        if stage == COMPLETE:
             task.status = TaskStatus.COMPLETE.value
         writes: tuple[str, ...] = _PROGRESS_WRITES
-        if stage not in _PRE_JOB_STAGES:  # pre-job stages start no liveness clock
+        if stage not in stages or not stages.before_job(stage):  # pre-job stages start no liveness clock
             task.heartbeat_at = now
             writes = (*writes, "heartbeat_at")
         send = flush_at = None
         if verdict is Verdict.BROADCAST:
             text = progress_frame(task, now)
-            send = _fan_out(task, text, now_ts, final=stage is ProgressStage.COMPLETE)
+            send = _fan_out(task, text, now_ts, final=stage == COMPLETE)
             rows.write(task, writes)
             if stage_changed:
                 _event(task, text, stage, now)
@@ -257,7 +257,7 @@ def record_error(
     """Fail a running task: stored, given a seq, and sent as the final message."""
     now, now_ts = utcnow(), time.time()
     with transaction.atomic(using=rows.using()):
-        task = _lock_or_create(task_id, ProgressStage.QUEUED, now)
+        task = _lock_or_create(task_id, QUEUED, now)
         if task is None:
             return Outcome(Verdict.FINAL, 0)
         if task.seq > 0:
@@ -332,7 +332,7 @@ def restart(task_id: str, message: str | None = None) -> Outcome | None:
         task.seq += 1
         task.attempt += 1
         task.status = TaskStatus.RUNNING.value
-        task.stage = ProgressStage.QUEUED.value
+        task.stage = QUEUED
         task.percentage = 0
         task.message = message
         task.error_code = task.user_message = task.technical_detail = None
@@ -341,7 +341,7 @@ def restart(task_id: str, message: str | None = None) -> Outcome | None:
         text = progress_frame(task, now)
         send = _fan_out(task, text, now_ts)
         rows.write(task, (*_PROGRESS_WRITES, "attempt", *_ERROR_FIELDS, "heartbeat_at"))
-        _event(task, text, ProgressStage.QUEUED, now)
+        _event(task, text, QUEUED, now)
     return Outcome(Verdict.BROADCAST, task.seq, send)
 
 
@@ -383,7 +383,7 @@ def place_in_line(task: Task) -> tuple[int, float | None] | None:
     """The task's place in line and estimated start while it waits to start; None otherwise."""
     if (task.status, task.stage, task.heartbeat_at) != (
         TaskStatus.RUNNING.value,
-        ProgressStage.QUEUED.value,
+        QUEUED,
         None,
     ):
         return None
@@ -398,7 +398,7 @@ def snapshot(task_id: str) -> SnapshotMessage | None:
     if task is None:
         return None
     history = [
-        StageTransition(seq=seq, attempt=attempt, stage=ProgressStage(stage or ""), timestamp=when)
+        StageTransition(seq=seq, attempt=attempt, stage=stage or "", timestamp=when)
         for seq, attempt, stage, when in TaskEvent.objects.filter(
             task_id=task_id, stage__isnull=False, seq__lte=task.seq
         )
@@ -423,13 +423,14 @@ def snapshot_message(task: Task, history: list[StageTransition]) -> SnapshotMess
         seq=task.seq,
         attempt=task.attempt,
         status=TaskStatus(task.status),
-        stage=ProgressStage(task.stage),
+        stage=task.stage,
         percentage=task.percentage,
         message=task.message,
         error=error,
         history=history,
         created_at=task.created_at,
         timestamp=task.updated_at,
+        stages=list(get_settings().stages.names),
         queue_position=place[0] if place else None,
         starts_in_seconds=place[1] if place else None,
     )
@@ -461,7 +462,7 @@ def catch_up(task_id: str, after_seq: int) -> CatchUp | None:
         last = seq
         if seq >= task.seq:
             # Read after the task row, so possibly newer: an error or completion here ends the task.
-            final = stage is None or stage == ProgressStage.COMPLETE.value
+            final = stage is None or stage == COMPLETE
     if task.seq > last:
         # Progress within a stage is not kept as events: the latest value stands for them all.
         frames.append((task.seq, progress_frame(task, task.updated_at)))

@@ -19,7 +19,7 @@ from .access import may_read, owners_of_request, token_valid
 from .conf import get_settings
 from .control import cancel_task, delete_task
 from .models import Task
-from .schemas import TASK_ID_PATTERN, ProgressStage
+from .schemas import TASK_ID_PATTERN
 
 __all__ = [
     "csrf_failed",
@@ -181,7 +181,7 @@ def task_page(request: HttpRequest, task: Task) -> HttpResponse:
             "heartbeatInterval": get_settings().HEARTBEAT_INTERVAL,
             "token": token or None,
         },
-        "stages": [s.value for s in ProgressStage],
+        "stages": get_settings().stages.names,
     }
     response = render(request, "progress/task.html", context)
     response["Cache-Control"] = "no-store"

@@ -19,8 +19,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from progress import watch_token
-from progress.schemas import ProgressStage
-from tests.conftest import RedisServer
+from tests.conftest import ALL_STAGES, RedisServer
 from tests.processes import PYTHON, ROOT, Server, daphne, migrate, project_env, stop
 
 CHROMIUM = "/usr/bin/chromium"
@@ -33,7 +32,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-STAGES = [s.value for s in ProgressStage]
+STAGES = list(ALL_STAGES.names)
 
 
 @contextmanager

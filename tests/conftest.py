@@ -21,7 +21,9 @@ from django.test import Client
 from progress import sender
 from progress.limits import open_sockets
 from progress.schemas import ServerMessage, parse_server_message
+from progress.stages import Stages
 from tests.postgres import PostgresServer
+from transcription.stages import STAGES as DECLARED_STAGES
 
 ORIGIN = (b"origin", b"http://127.0.0.1")
 
@@ -41,7 +43,7 @@ def _fresh_layer() -> Iterator[None]:
 @pytest.fixture
 def fast_progress(settings: Any) -> dict[str, Any]:
     """PROGRESS settings for tests: no coalescing, a long heartbeat (tests that want one set it)."""
-    progress: dict[str, Any] = {"MAX_UPDATES_PER_SECOND": 0, "HEARTBEAT_INTERVAL": 3600}
+    progress: dict[str, Any] = {**settings.PROGRESS, "MAX_UPDATES_PER_SECOND": 0, "HEARTBEAT_INTERVAL": 3600}
     settings.PROGRESS = progress
     return progress
 
@@ -140,6 +142,10 @@ async def quiet(communicator: WebsocketCommunicator, timeout: float = 0.2) -> bo
         if not (sent["type"] == "websocket.send" and '"type":"queue"' in (sent.get("text") or "")):
             return False
     return True
+
+
+ALL_STAGES = Stages.declared(DECLARED_STAGES)
+"""This project's stages, ``complete`` last."""
 
 
 def free_port() -> int:

@@ -121,9 +121,9 @@ class Watcher:
             names = []
             if isinstance(frame, SnapshotMessage):
                 # The history is read after the state and may run ahead of it; live frames bring the rest.
-                names = [h.stage.value for h in frame.history if h.seq <= frame.seq]
+                names = [h.stage for h in frame.history if h.seq <= frame.seq]
             if isinstance(frame, ProgressMessage | SnapshotMessage):
-                names.append(frame.stage.value)
+                names.append(frame.stage)
             seen.extend(n for n in names if not seen or seen[-1] != n)
         return seen
 

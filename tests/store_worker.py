@@ -23,7 +23,6 @@ def report(task_id: str, count: int, go_file: Path, worker: int) -> list[dict[st
     from django.db import connection
 
     from progress import store
-    from progress.schemas import ProgressStage
 
     connection.ensure_connection()  # connect before the start line, so every worker races the first write
     Path(f"{go_file}.{worker}.ready").touch()
@@ -31,7 +30,7 @@ def report(task_id: str, count: int, go_file: Path, worker: int) -> list[dict[st
         time.sleep(0.001)
     outcomes = []
     for i in range(count):
-        stage = ProgressStage.COMPLETE if i == count - 1 > 0 else ProgressStage(RUN_STAGES[i * 3 // count])
+        stage = "complete" if i == count - 1 > 0 else RUN_STAGES[i * 3 // count]
         message = f"worker {worker} report {i}"
         outcome = store.record_progress(
             task_id, stage, i * 100 // count, message, attempt=None, min_interval=0
@@ -41,7 +40,7 @@ def report(task_id: str, count: int, go_file: Path, worker: int) -> list[dict[st
             {
                 "verdict": outcome.verdict.value,
                 "seq": outcome.seq,
-                "stage": stage.value,
+                "stage": stage,
                 "prev_seq": send["prev_seq"] if send else None,
                 "final": send["final"] if send else None,
             }
@@ -68,10 +67,9 @@ def scripted(task_id: str) -> dict[str, Any]:
     """Every kind of write (stale, repeat, coalesced, error, retry, completion, late reports), with
     each outcome and the snapshot and catch-ups after it, timestamps normalized."""
     from progress import store
-    from progress.schemas import ProgressStage as S
     from progress.store import Outcome
 
-    def progress(stage: S, pct: int, message: str | None = None, **kw: Any) -> Outcome:
+    def progress(stage: str, pct: int, message: str | None = None, **kw: Any) -> Outcome:
         options = {"attempt": None, "min_interval": 0.0, **kw}
         return store.record_progress(task_id, stage, pct, message, **options)
 
@@ -79,28 +77,28 @@ def scripted(task_id: str) -> dict[str, Any]:
         return store.record_error(task_id, code, "It failed.", "detail", attempt=None)
 
     steps: list[tuple[str, Callable[[], Outcome | bool | None]]] = [
-        ("upload", lambda: progress(S.UPLOADING, 0, "uploading")),
-        ("queue", lambda: progress(S.QUEUED, 0)),
-        ("t10", lambda: progress(S.TRANSCRIBING, 10, "start")),
-        ("t20", lambda: progress(S.TRANSCRIBING, 20, "more")),
-        ("lower percentage", lambda: progress(S.TRANSCRIBING, 5)),
-        ("lower stage", lambda: progress(S.QUEUED, 0)),
-        ("repeat", lambda: progress(S.TRANSCRIBING, 20, "more")),
-        ("coalesced", lambda: progress(S.TRANSCRIBING, 30, min_interval=3600)),
+        ("upload", lambda: progress("uploading", 0, "uploading")),
+        ("queue", lambda: progress("queued", 0)),
+        ("t10", lambda: progress("transcribing", 10, "start")),
+        ("t20", lambda: progress("transcribing", 20, "more")),
+        ("lower percentage", lambda: progress("transcribing", 5)),
+        ("lower stage", lambda: progress("queued", 0)),
+        ("repeat", lambda: progress("transcribing", 20, "more")),
+        ("coalesced", lambda: progress("transcribing", 30, min_interval=3600)),
         ("flush too soon", lambda: store.flush(task_id, 3600)),
         ("flush", lambda: store.flush(task_id, 0)),
-        ("align", lambda: progress(S.ALIGNING, 50)),
+        ("align", lambda: progress("aligning", 50)),
         ("error", lambda: error("engine.crash")),
-        ("after error", lambda: progress(S.DIARIZING, 80)),
+        ("after error", lambda: progress("diarizing", 80)),
         ("second error", lambda: error("again")),
         ("beat failed", lambda: store.beat(task_id)),
         ("restart", lambda: store.restart(task_id, "retrying")),
-        ("old attempt", lambda: progress(S.TRANSCRIBING, 10, attempt=1)),
-        ("new attempt", lambda: progress(S.TRANSCRIBING, 10, attempt=2)),
+        ("old attempt", lambda: progress("transcribing", 10, attempt=1)),
+        ("new attempt", lambda: progress("transcribing", 10, attempt=2)),
         ("beat old attempt", lambda: store.beat(task_id, 1)),
         ("beat", lambda: store.beat(task_id, 2)),
-        ("complete", lambda: progress(S.COMPLETE, 0, "done")),
-        ("after complete", lambda: progress(S.DIARIZING, 90)),
+        ("complete", lambda: progress("complete", 0, "done")),
+        ("after complete", lambda: progress("diarizing", 90)),
         ("error after complete", lambda: error("late")),
         ("restart after complete", lambda: store.restart(task_id)),
         ("flush after complete", lambda: store.flush(task_id, 0)),

@@ -50,7 +50,7 @@ def test_access_token_is_tamper_evident():
 
 
 def test_access_token_expires(settings):
-    settings.PROGRESS = {"WATCH_TOKEN_MAX_AGE": 1}
+    settings.PROGRESS = {**settings.PROGRESS, "WATCH_TOKEN_MAX_AGE": 1}
     token = watch_token("job1")
     assert token_valid("job1", token)
     time.sleep(2.1)
@@ -102,5 +102,5 @@ def test_access_public_detail_whole_when_allowed(settings):
     settings.DEBUG = True
     assert public_detail(detail) == detail
     settings.DEBUG = False
-    settings.PROGRESS = {"EXPOSE_TECHNICAL_DETAIL": True}
+    settings.PROGRESS = {**settings.PROGRESS, "EXPOSE_TECHNICAL_DETAIL": True}
     assert public_detail(detail) == detail

@@ -16,7 +16,7 @@ def test_conf_defaults(settings):
 
 
 def test_conf_settings_override(settings):
-    settings.PROGRESS = {"HEARTBEAT_INTERVAL": 0.5, "MAX_FRAME_BYTES": 100}
+    settings.PROGRESS = {**settings.PROGRESS, "HEARTBEAT_INTERVAL": 0.5, "MAX_FRAME_BYTES": 100}
     current = get_settings()
     assert current.HEARTBEAT_INTERVAL == 0.5
     assert current.MAX_FRAME_BYTES == 100
@@ -24,14 +24,14 @@ def test_conf_settings_override(settings):
 
 
 def test_conf_override_is_seen_after_change(settings):
-    settings.PROGRESS = {"HEARTBEAT_INTERVAL": 1}
+    settings.PROGRESS = {**settings.PROGRESS, "HEARTBEAT_INTERVAL": 1}
     assert get_settings().HEARTBEAT_INTERVAL == 1
-    settings.PROGRESS = {"HEARTBEAT_INTERVAL": 2}
+    settings.PROGRESS = {**settings.PROGRESS, "HEARTBEAT_INTERVAL": 2}
     assert get_settings().HEARTBEAT_INTERVAL == 2
 
 
 def test_conf_unknown_key_is_an_error(settings):
-    settings.PROGRESS = {"HEARTBEAT_INTERVALL": 1}
+    settings.PROGRESS = {**settings.PROGRESS, "HEARTBEAT_INTERVALL": 1}
     with pytest.raises(ValueError, match="HEARTBEAT_INTERVALL"):
         get_settings()
 

@@ -48,7 +48,7 @@ async def test_hostile_refusals_look_alike(settings):
     await areport_progress("job1", "queued", 0)
     await areport_progress("job2", "queued", 0)
     good = watch_token("job1")
-    settings.PROGRESS = {"WATCH_TOKEN_MAX_AGE": 1, "HEARTBEAT_INTERVAL": 3600}
+    settings.PROGRESS = {**settings.PROGRESS, "WATCH_TOKEN_MAX_AGE": 1, "HEARTBEAT_INTERVAL": 3600}
     expired = watch_token("job1")
     await asyncio.sleep(2.1)
     paths = [
@@ -95,7 +95,12 @@ async def test_hostile_bombs_get_a_protocol_error_and_the_socket_lives(frame):
 
 
 async def test_hostile_flood_is_closed_4008(settings):
-    settings.PROGRESS = {"CLIENT_FRAME_BURST": 10, "CLIENT_FRAMES_PER_SECOND": 1, "HEARTBEAT_INTERVAL": 3600}
+    settings.PROGRESS = {
+        **settings.PROGRESS,
+        "CLIENT_FRAME_BURST": 10,
+        "CLIENT_FRAMES_PER_SECOND": 1,
+        "HEARTBEAT_INTERVAL": 3600,
+    }
     await areport_progress("job1", "queued", 0)
     async with watching("/ws/tasks/job1/") as client:
         await receive(client)
@@ -111,7 +116,12 @@ async def test_hostile_flood_is_closed_4008(settings):
 
 
 async def test_hostile_bucket_refills_at_the_rate(settings):
-    settings.PROGRESS = {"CLIENT_FRAME_BURST": 2, "CLIENT_FRAMES_PER_SECOND": 20, "HEARTBEAT_INTERVAL": 3600}
+    settings.PROGRESS = {
+        **settings.PROGRESS,
+        "CLIENT_FRAME_BURST": 2,
+        "CLIENT_FRAMES_PER_SECOND": 20,
+        "HEARTBEAT_INTERVAL": 3600,
+    }
     await areport_progress("job1", "queued", 0)
     async with watching("/ws/tasks/job1/") as client:
         await receive(client)
@@ -122,7 +132,7 @@ async def test_hostile_bucket_refills_at_the_rate(settings):
 
 
 async def test_hostile_sockets_per_address_are_limited(settings):
-    settings.PROGRESS = {"MAX_CONNECTIONS_PER_CLIENT": 2, "HEARTBEAT_INTERVAL": 3600}
+    settings.PROGRESS = {**settings.PROGRESS, "MAX_CONNECTIONS_PER_CLIENT": 2, "HEARTBEAT_INTERVAL": 3600}
     await areport_progress("job1", "queued", 0)
     async with watching("/ws/tasks/job1/") as a, watching("/ws/tasks/job1/") as b:
         await receive(a)
@@ -175,7 +185,12 @@ frames = st.one_of(
 )
 @given(script=st.lists(frames, min_size=1, max_size=40))
 async def test_hostile_fuzzed_frames_never_break_the_consumer_nor_a_good_watcher(settings, script):
-    settings.PROGRESS = {"MAX_UPDATES_PER_SECOND": 0, "HEARTBEAT_INTERVAL": 3600, "MAX_PROTOCOL_ERRORS": 20}
+    settings.PROGRESS = {
+        **settings.PROGRESS,
+        "MAX_UPDATES_PER_SECOND": 0,
+        "HEARTBEAT_INTERVAL": 3600,
+        "MAX_PROTOCOL_ERRORS": 20,
+    }
     task_id = await astart_task("transcribing")
     async with watching(f"/ws/tasks/{task_id}/") as good, watching(f"/ws/tasks/{task_id}/") as bad:
         await receive(good)
@@ -233,7 +248,12 @@ def served_by(task_id: str, send: Any) -> asyncio.Task[None]:
 
 
 async def test_hostile_client_that_stops_reading_is_dropped(settings, caplog):
-    settings.PROGRESS = {"MAX_UPDATES_PER_SECOND": 0, "HEARTBEAT_INTERVAL": 3600, "MAX_QUEUED_BYTES": 3000}
+    settings.PROGRESS = {
+        **settings.PROGRESS,
+        "MAX_UPDATES_PER_SECOND": 0,
+        "HEARTBEAT_INTERVAL": 3600,
+        "MAX_QUEUED_BYTES": 3000,
+    }
     task_id = await astart_task("transcribing")
     sent: list[dict[str, Any]] = []
     stuck = asyncio.Event()

@@ -22,17 +22,16 @@ from progress.schemas import (
     HeartbeatMessage,
     PongMessage,
     ProgressMessage,
-    ProgressStage,
     QueueMessage,
     SnapshotMessage,
     TaskStatus,
     parse_server_message,
 )
-from tests.conftest import ORIGIN, application, with_token
+from tests.conftest import ALL_STAGES, ORIGIN, application, with_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-STAGES = [s.value for s in ProgressStage if s is not ProgressStage.COMPLETE]
+STAGES = list(ALL_STAGES.working)
 MAX_WATCHERS = 4
 _task_ids = itertools.count()
 
@@ -223,7 +222,7 @@ _heartbeats = st.sampled_from([3600, 0.02])
 @_examples
 @given(script=ops, rate=_rates, heartbeat=_heartbeats)
 async def test_delivery_property_no_watcher_misses_anything(settings, script, rate, heartbeat):
-    settings.PROGRESS = {"MAX_UPDATES_PER_SECOND": rate, "HEARTBEAT_INTERVAL": heartbeat}
+    settings.PROGRESS = {**settings.PROGRESS, "MAX_UPDATES_PER_SECOND": rate, "HEARTBEAT_INTERVAL": heartbeat}
     await _check(script)
 
 
@@ -231,5 +230,5 @@ async def test_delivery_property_no_watcher_misses_anything(settings, script, ra
 @hypothesis_settings(_examples, max_examples=25)
 @given(script=ops, rate=_rates, heartbeat=_heartbeats)
 async def test_delivery_property_on_redis_layer(settings, any_redis_layer, script, rate, heartbeat):
-    settings.PROGRESS = {"MAX_UPDATES_PER_SECOND": rate, "HEARTBEAT_INTERVAL": heartbeat}
+    settings.PROGRESS = {**settings.PROGRESS, "MAX_UPDATES_PER_SECOND": rate, "HEARTBEAT_INTERVAL": heartbeat}
     await _check(script)

@@ -158,11 +158,12 @@ def test_hostile_upload_flood_is_limited_while_another_owner_goes_first(tmp_path
             assert time.monotonic() < deadline
             time.sleep(0.05)
         queued = _times(tmp_path, mine)[0]
+        assert started is not None
         # From the database's own clock: which of the first owner's files were waiting when the second
         # owner's joined the line, and which of those started before it.
         starts = {t: _times(tmp_path, t)[1] for t in theirs}
         ahead = [t for t, at in starts.items() if at is None or at > queued]
-        jumped = [t for t in ahead if starts[t] is not None and starts[t] < started]
+        jumped = [t for t in ahead if (at := starts[t]) is not None and at < started]
         print(
             f"the second owner's file joined the line at {queued[11:23]} and started at {started[11:23]};"
             f" of the {len(ahead)} files the first owner had waiting then, {len(jumped)} started before it"

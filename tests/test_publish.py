@@ -112,7 +112,7 @@ async def test_publish_arestart_task_reaches_resuming_watcher():
     async with watching("/ws/tasks/job1/?last_seq=2") as client:
         message = await receive(client)
         assert isinstance(message, ProgressMessage)
-        assert (message.seq, message.attempt, message.stage.value) == (3, 2, "queued")
+        assert (message.seq, message.attempt, message.stage) == (3, 2, "queued")
 
 
 def test_publish_in_memory_outside_server_warns_once(caplog):

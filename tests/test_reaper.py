@@ -74,7 +74,12 @@ async def test_reaper_async_twin_fails_a_quiet_job():
 
 
 async def test_reaper_on_the_server_loop_tells_watchers(settings):
-    settings.PROGRESS = {"MAX_UPDATES_PER_SECOND": 0, "HEARTBEAT_INTERVAL": 3600, "STALE_AFTER": 0.4}
+    settings.PROGRESS = {
+        **settings.PROGRESS,
+        "MAX_UPDATES_PER_SECOND": 0,
+        "HEARTBEAT_INTERVAL": 3600,
+        "STALE_AFTER": 0.4,
+    }
     await areport_progress("job1", "queued", 0)
     async with watching("/ws/tasks/job1/") as client:
         assert isinstance(await receive(client), SnapshotMessage)

@@ -85,7 +85,7 @@ async def test_redis_layer_pubsub_restart_keeps_the_socket_and_loses_nothing(
 ):
     # Pub/sub holds no state in Redis: the layer subscribes again, and the heartbeat's seq check
     # brings back what was published while Redis was away.
-    settings.PROGRESS = {"MAX_UPDATES_PER_SECOND": 0, "HEARTBEAT_INTERVAL": 2}
+    settings.PROGRESS = {**settings.PROGRESS, "MAX_UPDATES_PER_SECOND": 0, "HEARTBEAT_INTERVAL": 2}
     await areport_progress("job1", "queued", 0)
     async with watching("/ws/tasks/job1/") as client:
         assert isinstance(await receive(client), SnapshotMessage)

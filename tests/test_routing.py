@@ -9,7 +9,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from progress.routing import websocket_application
-from progress.schemas import ProgressStage, SnapshotMessage, parse_server_message
+from progress.schemas import SnapshotMessage, parse_server_message
 from progress.store import record_progress
 from tests.conftest import with_token
 
@@ -48,9 +48,7 @@ async def test_routing_unknown_path_refused(path):
 
 
 async def test_routing_task_route_gets_its_task_id():
-    await sync_to_async(record_progress)(
-        "job-1_A", ProgressStage.QUEUED, 0, None, attempt=None, min_interval=0
-    )
+    await sync_to_async(record_progress)("job-1_A", "queued", 0, None, attempt=None, min_interval=0)
     communicator = WebsocketCommunicator(
         websocket_application(), with_token("/ws/tasks/job-1_A"), headers=[(b"origin", b"http://127.0.0.1")]
     )
@@ -72,7 +70,7 @@ def _under_root(app: Any, root_path: str) -> Any:
 
 
 async def test_routing_root_path_routes_the_task():
-    await sync_to_async(record_progress)("job1", ProgressStage.QUEUED, 0, None, attempt=None, min_interval=0)
+    await sync_to_async(record_progress)("job1", "queued", 0, None, attempt=None, min_interval=0)
     app = _under_root(websocket_application(), "/transcribe")
     path = "/transcribe" + with_token("/ws/tasks/job1/")
     communicator = WebsocketCommunicator(app, path, headers=[(b"origin", b"http://127.0.0.1")])

@@ -79,7 +79,7 @@ async def test_sender_without_linger_sends_everything(
 
 async def test_sender_coalesced_then_sent_reports_are_not_stranded(pubsub_layer: RedisServer, settings: Any):
     # A coalesced report hands over only a flush; the loop must still wake for the next send.
-    settings.PROGRESS = {"MAX_UPDATES_PER_SECOND": 5}
+    settings.PROGRESS = {**settings.PROGRESS, "MAX_UPDATES_PER_SECOND": 5}
     channel = await _subscribe("job1")
 
     def work() -> None:

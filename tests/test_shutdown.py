@@ -14,16 +14,16 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from progress.schemas import ProgressMessage, ProgressStage, SnapshotMessage, parse_server_message
+from progress.schemas import ProgressMessage, SnapshotMessage, parse_server_message
 from tests.browser import Publisher
-from tests.conftest import RedisServer
+from tests.conftest import ALL_STAGES, RedisServer
 from tests.processes import Server, migrate, project_env, serving
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.redis]
 
 WATCHERS = 50
 BOUND = 5.0
-STAGES = [s.value for s in ProgressStage]
+STAGES = list(ALL_STAGES.names)
 
 
 @pytest.fixture(params=["daphne", "uvicorn"])
@@ -81,9 +81,9 @@ class Watcher:
     def stages(self) -> list[str]:
         seen: list[str] = []
         for frame in self.frames:
-            names = [h.stage.value for h in frame.history] if isinstance(frame, SnapshotMessage) else []
+            names = [h.stage for h in frame.history] if isinstance(frame, SnapshotMessage) else []
             if isinstance(frame, ProgressMessage | SnapshotMessage):
-                names.append(frame.stage.value)
+                names.append(frame.stage)
             seen.extend(n for n in names if not seen or seen[-1] != n)
         return seen
 

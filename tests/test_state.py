@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from progress.schemas import ProgressStage, TaskStatus
+from progress.schemas import TaskStatus
 from progress.state import Current, Verdict, judge_error, judge_progress
+from tests.conftest import ALL_STAGES
 
 RUNNING = Current(
     status=TaskStatus.RUNNING,
     attempt=1,
-    stage=ProgressStage.TRANSCRIBING,
+    stage="transcribing",
     percentage=40,
     message="chunk 4",
     broadcast_at=1000.0,
@@ -20,7 +21,7 @@ RUNNING = Current(
 def _judge(
     current: Current = RUNNING,
     *,
-    stage: ProgressStage = ProgressStage.TRANSCRIBING,
+    stage: str = "transcribing",
     percentage: int = 50,
     message: str | None = "chunk 5",
     attempt: int | None = None,
@@ -35,6 +36,7 @@ def _judge(
         attempt=attempt,
         now=now,
         min_interval=min_interval,
+        stages=ALL_STAGES,
     )
 
 
@@ -43,11 +45,11 @@ def test_state_progress_higher_percentage_broadcasts():
 
 
 def test_state_progress_next_stage_broadcasts_even_at_lower_percentage():
-    assert _judge(stage=ProgressStage.ALIGNING, percentage=0, now=1000.01) is Verdict.BROADCAST
+    assert _judge(stage="aligning", percentage=0, now=1000.01) is Verdict.BROADCAST
 
 
 def test_state_progress_lower_stage_is_stale():
-    assert _judge(stage=ProgressStage.QUEUED, percentage=100) is Verdict.STALE
+    assert _judge(stage="queued", percentage=100) is Verdict.STALE
 
 
 def test_state_progress_lower_percentage_is_stale():
@@ -79,7 +81,7 @@ def test_state_progress_never_broadcast_never_coalesces():
 
 
 def test_state_progress_stage_change_never_coalesces():
-    assert _judge(stage=ProgressStage.COMPLETE, percentage=100, now=1000.0) is Verdict.BROADCAST
+    assert _judge(stage="complete", percentage=100, now=1000.0) is Verdict.BROADCAST
 
 
 def test_state_progress_other_attempt_is_stale():
@@ -91,7 +93,7 @@ def test_state_progress_matching_attempt_broadcasts():
 
 
 def test_state_progress_after_completion_is_final():
-    done = replace(RUNNING, status=TaskStatus.COMPLETE, stage=ProgressStage.COMPLETE, percentage=100)
+    done = replace(RUNNING, status=TaskStatus.COMPLETE, stage="complete", percentage=100)
     assert _judge(done) is Verdict.FINAL
 
 

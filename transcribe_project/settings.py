@@ -109,7 +109,11 @@ _default_db: dict[str, Any] = (
 DATABASES = {"default": _sqlite_options(_default_db)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-PROGRESS = from_environ()
+PROGRESS = {
+    # The audio app's stages (transcription.stages.STAGES): progress itself knows only queued and complete.
+    "STAGES": ["uploading", "queued", "transcribing", "aligning", "diarizing"],
+    **from_environ(),
+}
 _CAPACITY = int(PROGRESS.get("CHANNEL_CAPACITY", 1000))
 
 REDIS_URL = os.environ.get("REDIS_URL", "")

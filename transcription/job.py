@@ -13,7 +13,6 @@ from django.utils import timezone
 
 from progress.queue import claim_next
 from progress.recorder import Job, JobFailed, claim
-from progress.schemas import ProgressStage
 
 from . import retention
 from .conf import limits
@@ -59,7 +58,7 @@ def _transcribe(job: Job) -> None:
     if record is None or path is None or not path.is_file():
         raise JobFailed("audio_missing", "The uploaded audio is no longer available; please upload it again.")
 
-    def on_progress(stage: ProgressStage, percentage: int, message: str | None) -> None:
+    def on_progress(stage: str, percentage: int, message: str | None) -> None:
         job.check()  # a cancelled attempt (failed by the reaper, retried) stops here
         job.progress(stage, percentage, message)
 

@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from progress.schemas import ProgressStage
-
 from .audio import AudioError, AudioTooLong, PcmAudio, check_file, open_pcm16k
 from .engines import Segment, Utterance, Word, load_diarizer, load_engine
+from .stages import ALIGNING, DIARIZING, TRANSCRIBING
 
 __all__ = [
     "AudioError",
@@ -29,7 +28,7 @@ log = logging.getLogger(__name__)
 CHUNK_SECONDS = 0.5
 """Audio fed to the recogniser between two progress checks."""
 
-ProgressCallback = Callable[[ProgressStage, int, str | None], None]
+ProgressCallback = Callable[[str, int, str | None], None]
 """Told (stage, percentage 0-100, message); an exception it raises aborts the transcription."""
 
 
@@ -55,7 +54,7 @@ class Transcript:
 class _StageReporter:
     """Reports one stage's percentage, only when it rises, so a long file does not flood the channel."""
 
-    def __init__(self, on_progress: ProgressCallback, stage: ProgressStage) -> None:
+    def __init__(self, on_progress: ProgressCallback, stage: str) -> None:
         self.on_progress = on_progress
         self.stage = stage
         self.last = -1
@@ -91,18 +90,18 @@ def transcribe_file(
     check_file(path)  # refuse non-audio before reporting anything
     recogniser = load_engine(engine)
     diarizer = load_diarizer()
-    transcribing = _StageReporter(on_progress, ProgressStage.TRANSCRIBING)
+    transcribing = _StageReporter(on_progress, TRANSCRIBING)
     transcribing(0.0, "decoding audio")  # converting a long compressed file takes a while
     check = check or _nothing
     with open_pcm16k(path, max_seconds=max_seconds, workdir=workdir, check=check) as audio:
         utterances = _recognise(audio, recogniser.feed, recogniser.finish, transcribing, check)
 
-        aligning = _StageReporter(on_progress, ProgressStage.ALIGNING)
+        aligning = _StageReporter(on_progress, ALIGNING)
         aligning(0.0)
         utterances = recogniser.align(audio, utterances, aligning.step) if utterances else []
         aligning(1.0)
 
-        diarizing = _StageReporter(on_progress, ProgressStage.DIARIZING)
+        diarizing = _StageReporter(on_progress, DIARIZING)
         diarizing(0.0)
         segments = diarizer.diarize(audio, utterances, diarizing.step) if utterances else []
         diarizing(1.0)

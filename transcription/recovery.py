@@ -11,11 +11,12 @@ from django.db import connection
 
 from progress import report_error
 from progress.models import Task
-from progress.schemas import ProgressStage, TaskStatus, utcnow
+from progress.schemas import TaskStatus, utcnow
 
 from . import retention
 from .models import Transcription
 from .runners import enqueue, uses_celery
+from .stages import QUEUED, UPLOADING
 
 log = logging.getLogger("transcription")
 
@@ -62,17 +63,14 @@ def recover(before: datetime) -> list[str]:
     )
     requeued = []
     for task_id, attempt, stage in running.values_list("task_id", "attempt", "stage"):
-        if stage == ProgressStage.UPLOADING.value:
+        if stage == UPLOADING:
             report_error(
                 task_id,
                 "upload_interrupted",
                 "The server restarted before the upload finished; please upload the file again.",
                 attempt=attempt,
             )
-        elif (
-            stage == ProgressStage.QUEUED.value
-            and Transcription.objects.filter(pk=task_id).exclude(audio_path="").exists()
-        ):
+        elif stage == QUEUED and Transcription.objects.filter(pk=task_id).exclude(audio_path="").exists():
             log.info(
                 "transcription: re-queueing task %s attempt %s left by an earlier process", task_id, attempt
             )

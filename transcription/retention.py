@@ -16,11 +16,12 @@ from django.utils import timezone
 
 from progress import delete_task, report_error
 from progress.models import Task
-from progress.schemas import ProgressStage, TaskStatus
+from progress.schemas import TaskStatus
 
 from . import throttle
 from .conf import limits
 from .models import Transcription
+from .stages import UPLOADING
 
 log = logging.getLogger("transcription")
 
@@ -79,9 +80,7 @@ def expire_reservations(owner: str | None = None) -> list[str]:
     """Fail reservations (of ``owner``, or everyone's) whose upload did not come within
     RESERVATION_TTL (``upload_expired``): they stop counting against the owner; the ids failed."""
     cutoff = timezone.now() - timedelta(seconds=limits().reservation_ttl)
-    waiting = Task.objects.filter(
-        status=TaskStatus.RUNNING.value, stage=ProgressStage.UPLOADING.value, updated_at__lt=cutoff
-    )
+    waiting = Task.objects.filter(status=TaskStatus.RUNNING.value, stage=UPLOADING, updated_at__lt=cutoff)
     if owner is not None:
         waiting = waiting.filter(owner=owner)
     expired = []

@@ -26,7 +26,7 @@ from django.views.decorators.http import require_GET, require_POST
 from progress import report_error, report_progress, restart_task, start_task, watch_token
 from progress.access import owner_key
 from progress.models import Task
-from progress.schemas import ProgressStage, TaskStatus
+from progress.schemas import TaskStatus
 from progress.views import csrf_failed, csrf_refused, owned_task
 
 from . import retention
@@ -36,6 +36,7 @@ from .conf import limits
 from .models import Transcription
 from .pages import share_url
 from .runners import enqueue_or_fail
+from .stages import QUEUED, UPLOADING
 
 log = logging.getLogger("transcription")
 
@@ -115,9 +116,7 @@ MAX_RESERVATIONS = 8
 def _may_reserve(owner: str) -> bool:
     """Whether ``owner`` may reserve one more task (their expired reservations fail first)."""
     retention.expire_reservations(owner)
-    waiting = Task.objects.filter(
-        owner=owner, status=TaskStatus.RUNNING.value, stage=ProgressStage.UPLOADING.value
-    )
+    waiting = Task.objects.filter(owner=owner, status=TaskStatus.RUNNING.value, stage=UPLOADING)
     return waiting.count() < MAX_RESERVATIONS
 
 
@@ -131,7 +130,7 @@ def reserve_task(request: HttpRequest) -> HttpResponse:
     if not _may_reserve(owner):
         detail = "this session has too many uploads waiting; finish or abandon one first"
         return error_response(429, "too_many_reservations", detail)
-    task_id = start_task(ProgressStage.UPLOADING, owner=owner)
+    task_id = start_task(UPLOADING, owner=owner)
     return JsonResponse(
         {**task_links(request, task_id), "upload_url": f"/api/tasks/{task_id}/upload"}, status=201
     )
@@ -142,7 +141,7 @@ def reserve_task(request: HttpRequest) -> HttpResponse:
 @owned_task
 def upload_task(request: HttpRequest, task: Task) -> HttpResponse:
     """POST /api/tasks/<id>/upload: the audio of a task reserved by this session (201)."""
-    if (task.status, task.stage) != (TaskStatus.RUNNING.value, ProgressStage.UPLOADING.value):
+    if (task.status, task.stage) != (TaskStatus.RUNNING.value, UPLOADING):
         return error_response(409, "already_uploaded", "this task has its upload already; reserve a new one")
     handler = LimitedUploadHandler(request, limits().max_upload_bytes)
     response = _upload(request, task.task_id, handler)
@@ -198,7 +197,7 @@ def _receive(request: HttpRequest, reserved: str | None, handler: LimitedUploadH
     if too_long is not None:
         return too_long
     # Queued means ready to run: any runner's turn may claim it, so it is queued only once stored.
-    task_id = reserved or start_task(ProgressStage.UPLOADING, owner=owner_key(request))
+    task_id = reserved or start_task(UPLOADING, owner=owner_key(request))
     try:
         with transaction.atomic():  # the claim: of two uploads into one reserved task, one wins
             Transcription.objects.create(task_id=task_id, original_name=(upload.name or "")[:255])
@@ -208,7 +207,7 @@ def _receive(request: HttpRequest, reserved: str | None, handler: LimitedUploadH
     Transcription.objects.filter(pk=task_id).update(
         audio_path=str(stored.relative_to(settings.MEDIA_ROOT)), size=upload.size or 0, duration=seconds
     )
-    report_progress(task_id, ProgressStage.QUEUED, 0)
+    report_progress(task_id, QUEUED, 0)
     failed = _enqueue(task_id, 1)
     return failed or JsonResponse(task_links(request, task_id), status=201)
 

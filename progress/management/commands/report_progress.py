@@ -7,8 +7,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from progress.access import watch_token
+from progress.conf import get_settings
 from progress.publish import report_error, report_progress, wait_until_sent
-from progress.schemas import ProgressStage
 
 
 class Command(BaseCommand):
@@ -19,7 +19,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         """Declare the task, stage, percentage and options."""
         parser.add_argument("task_id")
-        parser.add_argument("stage", nargs="?", choices=[s.value for s in ProgressStage])
+        parser.add_argument("stage", nargs="?", choices=get_settings().stages.names)
         parser.add_argument("percentage", nargs="?", type=float, default=0)
         parser.add_argument("--message", default=None)
         parser.add_argument("--error", metavar="CODE", help="fail the task with this error code")
