@@ -27,7 +27,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 
 from .conf import get_settings
-from .layers import has_extension
+from .extensions import has_extension
 
 log = logging.getLogger("progress")
 

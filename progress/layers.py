@@ -40,11 +40,6 @@ _READ_TIMEOUT = 1.0
 _RETRY_AFTER = 0.5
 
 
-def has_extension(layer: Any, name: str) -> bool:
-    """Whether a channel layer declares ``name`` in its ``extensions``."""
-    return name in getattr(layer, "extensions", ())
-
-
 def shard_index(name: str, count: int) -> int:
     """Which of ``count`` hosts carries a channel or group name: channels-redis' CRC32 ring."""
     if count == 1:

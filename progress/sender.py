@@ -21,7 +21,7 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from . import metrics, store
 from .conf import get_settings
-from .layers import has_extension
+from .extensions import has_extension
 from .store import GroupMessage, Outcome
 
 log = logging.getLogger("progress")

@@ -13,7 +13,8 @@ import redis
 import redis.exceptions
 from channels.layers import InMemoryChannelLayer
 
-from progress.layers import PubSubChannelLayer, decode_hosts, has_extension, shard_index
+from progress.extensions import has_extension
+from progress.layers import PubSubChannelLayer, decode_hosts, shard_index
 from tests.conftest import RedisServer, free_port
 
 pytestmark = pytest.mark.redis

@@ -20,11 +20,8 @@ gc.set_threshold(100_000, 50, 1000)
 # Imported after Django is set up: the routes import models.
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
-from progress.collect import ensure_started as collect_after_closes  # noqa: E402
-from progress.reaper import ensure_started as ensure_reaper  # noqa: E402
+from progress.asgi import lifespan, server_started  # noqa: E402
 from progress.routing import websocket_application  # noqa: E402
-from progress.sender import bind_server_loop  # noqa: E402
-from progress.shutdown import install as close_sockets_on_sigterm  # noqa: E402
 from transcription.recovery import ensure_recovered  # noqa: E402
 from transcription.upload import UploadGuard  # noqa: E402
 
@@ -39,18 +36,10 @@ router = ProtocolTypeRouter(
 
 
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """The router, plus lifespan support and binding the loop sync producers publish on."""
-    bind_server_loop()
-    ensure_reaper()  # every server process fails dead jobs; no scheduler process is needed
-    collect_after_closes()  # the thresholds above leave closed sockets' cycles to this
+    """The router, with progress' per-process start (progress.asgi) and the audio app's recovery."""
+    server_started()  # the publishing loop, the reaper, the collector, 1012 on SIGTERM
     ensure_recovered()  # embedded default: re-queue what an earlier server process left queued
-    close_sockets_on_sigterm()  # a restart tells watchers 1012 (4012 under daphne), not 1006
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan(receive, send)
+        return
     await router(scope, receive, send)
