@@ -109,7 +109,7 @@ def test_example_runs_from_the_wheel_alone(installed):
         with urllib.request.urlopen(base + started["page"], timeout=30) as page:
             html = page.read().decode()
     finally:
-        stop(server)  # type: ignore[arg-type]
+        stop(server)
     snapshot = frames[0]
     assert isinstance(snapshot, SnapshotMessage)
     assert snapshot.stages == EXPECTED  # the project's own, told to the client
