@@ -45,7 +45,8 @@ class View:
 
 
 def read(task_id: str) -> View | None:
-    """A task's view from the database (two queries); None for a task nobody reported."""
+    """A task's view from the database (two queries); None for a task nobody reported. The one
+    builder of what a watcher or a poller is sent: the socket and ``GET /api/tasks/<id>/`` alike."""
     task = Task.objects.filter(pk=task_id).first()
     if task is None:
         return None

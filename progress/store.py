@@ -60,16 +60,6 @@ class Outcome:
         return self.verdict in (Verdict.BROADCAST, Verdict.COALESCE)
 
 
-@dataclass(frozen=True)
-class CatchUp:
-    """The frames a watcher that has seen up to some seq still needs, in order."""
-
-    frames: list[tuple[int, str]]
-    seq: int
-    """The task's newest seq; a watcher claiming more has seen another database (or lies)."""
-    final: bool
-
-
 def group_name(task_id: str) -> str:
     """The channel-layer group of one task's watchers."""
     return f"task.{task_id}"
@@ -392,22 +382,6 @@ def place_in_line(task: Task) -> tuple[int, float | None] | None:
     return place_of(task.task_id)
 
 
-def snapshot(task_id: str) -> SnapshotMessage | None:
-    """The whole state of a task, with its stage history; None for a task nobody reported."""
-    task = Task.objects.filter(pk=task_id).first()
-    if task is None:
-        return None
-    history = [
-        StageTransition(seq=seq, attempt=attempt, stage=stage or "", timestamp=when)
-        for seq, attempt, stage, when in TaskEvent.objects.filter(
-            task_id=task_id, stage__isnull=False, seq__lte=task.seq
-        )
-        .order_by("seq")
-        .values_list("seq", "attempt", "stage", "created_at")
-    ]
-    return snapshot_message(task, history)
-
-
 def snapshot_message(task: Task, history: list[StageTransition]) -> SnapshotMessage:
     """A task's SnapshotMessage, from its row and its stage history (and its place while it waits)."""
     place = place_in_line(task)
@@ -434,36 +408,3 @@ def snapshot_message(task: Task, history: list[StageTransition]) -> SnapshotMess
         queue_position=place[0] if place else None,
         starts_in_seconds=place[1] if place else None,
     )
-
-
-def terminal_frame(task_id: str) -> str | None:
-    """The frame that ended a task (completion or error), or None while it runs."""
-    event = TaskEvent.objects.filter(task_id=task_id).order_by("-seq").first()
-    task = Task.objects.filter(pk=task_id).only("status", "seq").first()
-    if task is None or event is None or task.status == TaskStatus.RUNNING.value:
-        return None
-    return event.payload
-
-
-def catch_up(task_id: str, after_seq: int) -> CatchUp | None:
-    """Every stage change, terminal message and the latest progress after ``after_seq``."""
-    task = Task.objects.filter(pk=task_id).first()
-    if task is None:
-        return None
-    final = task.status != TaskStatus.RUNNING.value
-    frames: list[tuple[int, str]] = []
-    last = after_seq
-    for seq, stage, payload in (
-        TaskEvent.objects.filter(task_id=task_id, seq__gt=after_seq)
-        .order_by("seq")
-        .values_list("seq", "stage", "payload")
-    ):
-        frames.append((seq, payload))
-        last = seq
-        if seq >= task.seq:
-            # Read after the task row, so possibly newer: an error or completion here ends the task.
-            final = stage is None or stage == COMPLETE
-    if task.seq > last:
-        # Progress within a stage is not kept as events: the latest value stands for them all.
-        frames.append((task.seq, progress_frame(task, task.updated_at)))
-    return CatchUp(frames, max(task.seq, frames[-1][0] if frames else 0), final)

@@ -14,7 +14,7 @@ from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import store
+from . import snapshots, store
 from .access import may_read, owners_of_request, token_valid
 from .conf import get_settings
 from .control import cancel_task, delete_task
@@ -107,10 +107,11 @@ def csrf_failed() -> JsonResponse:
 
 
 def _snapshot_response(task_id: str, request: HttpRequest) -> HttpResponse:
-    snapshot = store.snapshot(task_id)
-    if snapshot is None:  # deleted between the two reads
+    """The snapshot frame a new watcher's socket is sent, byte for byte (``snapshots.read``)."""
+    view = snapshots.read(task_id)
+    if view is None:  # deleted between the two reads
         return not_found(request)
-    response = JsonResponse(snapshot.model_dump(mode="json"))
+    response = HttpResponse(view.snapshot, content_type="application/json")
     response["Cache-Control"] = "no-store"
     return response
 

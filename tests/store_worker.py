@@ -66,7 +66,8 @@ def normalized(value: Any) -> Any:
 def scripted(task_id: str) -> dict[str, Any]:
     """Every kind of write (stale, repeat, coalesced, error, retry, completion, late reports), with
     each outcome and the snapshot and catch-ups after it, timestamps normalized."""
-    from progress import store
+    from progress import snapshots, store
+    from progress.schemas import SnapshotMessage
     from progress.store import Outcome
 
     def progress(stage: str, pct: int, message: str | None = None, **kw: Any) -> Outcome:
@@ -117,22 +118,23 @@ def scripted(task_id: str) -> dict[str, Any]:
             shown["flush_at"] = outcome.flush_at is not None
         else:
             shown = outcome
-        snap = store.snapshot(task_id)
-        seq = snap.seq if snap else 0
-        catch_ups = {}
-        for after in sorted({0, max(seq - 2, 0), seq, seq + 5}):
-            up = store.catch_up(task_id, after)
-            catch_ups[after] = up and [up.seq, up.final, [[s, json.loads(text)] for s, text in up.frames]]
+        view = snapshots.read(task_id)
+        snap = SnapshotMessage.model_validate_json(view.snapshot) if view else None
+        seq = view.seq if view else 0
+        after = {
+            n: view and [view.seq, view.final, [[s, json.loads(t)] for s, t in view.after(n)]]
+            for n in sorted({0, max(seq - 2, 0), seq, seq + 5})
+        }
         results.append(
             {
                 "step": name,
                 "outcome": shown,
                 "snapshot": snap and snap.model_dump(mode="json"),
-                "catch_up": catch_ups,
-                "terminal": json.loads(store.terminal_frame(task_id) or "null"),
+                "catch_up": after,
+                "terminal": json.loads(view.terminal or "null") if view else None,
             }
         )
-    return {"steps": normalized(results), "unknown": [store.snapshot("nobody"), store.catch_up("nobody", 0)]}
+    return {"steps": normalized(results), "unknown": [snapshots.read("nobody")]}
 
 
 def main(argv: list[str]) -> None:

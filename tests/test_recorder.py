@@ -11,7 +11,7 @@ from progress import report_error, report_progress, restart_task
 from progress.models import Task
 from progress.recorder import JobFailed, claim, track
 from progress.schemas import ErrorMessage, utcnow
-from progress.store import terminal_frame
+from progress.snapshots import read
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_progress")]
 
@@ -93,12 +93,18 @@ def test_recorder_exception_becomes_error_with_traceback():
     assert "ZeroDivisionError" in (task.technical_detail or "")
 
 
+def terminal_frame(task_id: str = "job1") -> str | None:
+    """The frame that ended the task, as a late watcher is sent it."""
+    view = read(task_id)
+    return view.terminal if view else None
+
+
 def test_recorder_job_failed_carries_its_code_and_message():
     job = claim(queued(), 1)
     assert job is not None
     with job:
         raise JobFailed("bad_audio", "That file is not audio we can read.", "no RIFF header")
-    frame = terminal_frame("job1")
+    frame = terminal_frame()
     assert frame is not None
     error = ErrorMessage.model_validate_json(frame)
     assert (error.error_code, error.user_message, error.technical_detail) == (

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import time
-from types import SimpleNamespace
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from progress import store
+from progress import snapshots, store
 from progress.models import Task, TaskEvent
-from progress.schemas import ErrorMessage, ProgressMessage, TaskStatus
+from progress.schemas import ErrorMessage, ProgressMessage, SnapshotMessage, TaskStatus
 from progress.state import Verdict
 from progress.store import Outcome
 
@@ -188,60 +187,55 @@ def test_store_beat_and_stale_tasks():
     assert store.stale_tasks(3600) == []
 
 
-def test_store_catch_up_unknown_task():
-    assert store.catch_up("nobody", 0) is None
+def test_store_read_of_an_unknown_task_is_none():
+    assert snapshots.read("nobody") is None
 
 
-def test_store_catch_up_sends_events_then_latest_progress():
+def test_store_read_after_sends_events_then_latest_progress():
     for stage, pct in [(Q, 0), (T, 10), (T, 20), (A, 0), (A, 30), (A, 40)]:
         progress("job1", stage, pct)
-    result = store.catch_up("job1", 1)
-    assert result is not None
-    assert [seq for seq, _ in result.frames] == [2, 4, 6]
-    assert json.loads(result.frames[-1][1])["percentage"] == 40
-    assert (result.seq, result.final) == (6, False)
+    view = snapshots.read("job1")
+    assert view is not None
+    frames = view.after(1)
+    assert [seq for seq, _ in frames] == [2, 4, 6]
+    assert json.loads(frames[-1][1])["percentage"] == 40
+    assert (view.seq, view.final) == (6, False)
 
 
-def test_store_catch_up_from_latest_is_empty():
+def test_store_read_after_the_latest_is_empty():
     progress("job1", Q, 0)
     progress("job1", T, 10)
-    result = store.catch_up("job1", 2)
-    assert result is not None
-    assert (result.frames, result.seq, result.final) == ([], 2, False)
+    view = snapshots.read("job1")
+    assert view is not None
+    assert (view.after(2), view.seq, view.final) == ([], 2, False)
 
 
-def test_store_catch_up_ends_with_terminal():
+def test_store_read_of_a_failed_task_ends_with_its_error():
     progress("job1", T, 10)
     progress("job1", T, 20)
     error("job1")
-    result = store.catch_up("job1", 0)
-    assert result is not None
-    assert [seq for seq, _ in result.frames] == [1, 3]
-    assert json.loads(result.frames[-1][1])["type"] == "error"
-    assert result.final
+    view = snapshots.read("job1")
+    assert view is not None
+    assert [seq for seq, _ in view.after(0)] == [1, 3]
+    assert json.loads(view.after(0)[-1][1])["type"] == "error"
+    assert view.ended
+    assert not view.final  # a failed task may be retried: its watchers stay
 
 
-def test_store_catch_up_from_a_future_seq_reports_the_real_seq():
+def test_store_read_snapshot_and_terminal_frame():
     progress("job1", Q, 0)
-    result = store.catch_up("job1", 9)
-    assert result is not None
-    assert (result.frames, result.seq) == ([], 1)
-
-
-def test_store_snapshot_and_terminal_frame():
-    assert store.snapshot("nobody") is None
-    progress("job1", Q, 0)
-    assert store.terminal_frame("job1") is None
+    assert snapshots.read("job1").terminal is None  # type: ignore[union-attr]
     done = progress("job1", C, 100)
-    snapshot = store.snapshot("job1")
-    assert snapshot is not None
+    view = snapshots.read("job1")
+    assert view is not None
+    snapshot = SnapshotMessage.model_validate_json(view.snapshot)
     assert (snapshot.seq, snapshot.status, [h.seq for h in snapshot.history]) == (
         2,
         TaskStatus.COMPLETE,
         [1, 2],
     )
     assert done.send is not None
-    assert store.terminal_frame("job1") == done.send["text"]
+    assert view.terminal == done.send["text"]
 
 
 def test_store_coalescing_sends_few_and_flush_delivers_final_value():
@@ -284,29 +278,6 @@ def test_store_flush_too_soon_waits_for_the_interval():
     assert due is not None
     assert due.send is not None
     assert ProgressMessage.model_validate_json(due.send["text"]).percentage == 1
-
-
-def test_store_catch_up_sees_an_end_written_between_its_reads(monkeypatch):
-    progress("job1", T, 10)
-    real = TaskEvent.objects
-
-    class RacingEvents:
-        """TaskEvent's manager, with an error report landing just before the events are read."""
-
-        create = staticmethod(real.create)
-
-        @staticmethod
-        def filter(**kwargs: object) -> object:
-            monkeypatch.setattr(store, "TaskEvent", TaskEvent)
-            error("job1")
-            return real.filter(**kwargs)
-
-    monkeypatch.setattr(store, "TaskEvent", SimpleNamespace(objects=RacingEvents))
-    result = store.catch_up("job1", 1)
-    assert result is not None
-    assert [seq for seq, _ in result.frames] == [2]
-    assert json.loads(result.frames[-1][1])["type"] == "error"
-    assert result.final
 
 
 def test_store_progress_within_a_stage_is_two_statements():

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from progress import store
+from progress import snapshots, store
 from progress.models import Task, TaskEvent
-from progress.schemas import TaskStatus
+from progress.schemas import SnapshotMessage, TaskStatus
 from progress.state import Verdict
 from progress.store import GroupMessage
 from tests.conftest import ALL_STAGES
@@ -93,17 +93,16 @@ def test_store_property_invariants(script):
         assert not after or (after[0].stage == "queued" and events[i].stage is None)
     if task.status != TaskStatus.RUNNING.value:
         assert events[-1].seq == task.seq
-    # Snapshot and catch-up agree with the rows.
-    snapshot = store.snapshot(task_id)
-    assert snapshot is not None
+    # The view (what a watcher or poller is sent) agrees with the rows.
+    view = snapshots.read(task_id)
+    assert view is not None
+    snapshot = SnapshotMessage.model_validate_json(view.snapshot)
     assert (snapshot.seq, snapshot.attempt, snapshot.status.value) == (task.seq, task.attempt, task.status)
     assert [h.seq for h in snapshot.history] == [e.seq for e in events if e.stage is not None]
+    assert (view.seq, view.final) == (task.seq, task.status == TaskStatus.COMPLETE.value)
     for seen in range(task.seq + 1):
-        result = store.catch_up(task_id, seen)
-        assert result is not None
-        seqs = [seq for seq, _ in result.frames]
+        seqs = [seq for seq, _ in view.after(seen)]
         assert seqs == sorted(set(seqs))
         assert {e.seq for e in events if e.seq > seen} <= set(seqs)
         assert all(seq > seen for seq in seqs)
-        assert (result.seq, result.final) == (task.seq, task.status != TaskStatus.RUNNING.value)
         assert not seqs or seqs[-1] == task.seq
