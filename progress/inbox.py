@@ -132,7 +132,7 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         """Channels' consumer loop: every source puts its messages into one inbox, dispatched in turn."""
         # Same order as Channels: both sources are read from the start, one message at a time, and
         # dispatched one after another. Channels' await_many_dispatch made a task and an
-        # asyncio.wait() per message per socket instead (see the README's performance section).
+        # asyncio.wait() per message per socket instead (see docs/performance.md).
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.server_send = send

@@ -148,7 +148,7 @@ async def test_limits_flood_is_closed_4008_and_others_get_everything(served: Ser
         f"{served.kind}: flooder closed 4008 after {closed_after:.2f} s; RSS {before} -> {after} KB; "
         f"the other watcher got 30/30 updates, {summary(latencies)}"
     )
-    # daphne parses what a flooder sends until the client ends the closing handshake (see README).
+    # daphne parses what a flooder sends until the client ends the closing handshake (docs/security.md).
     assert closed_after < (5 if served.kind == "uvicorn" else 30)
     assert "sent frames too fast" in served.server.log()
 
