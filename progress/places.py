@@ -6,11 +6,15 @@ the running ones have run. Watchers learn their own task's place and nothing of 
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
+
+from django.db import connection
 
 from . import store
 from .models import Task
@@ -25,6 +29,11 @@ log = logging.getLogger("progress")
 
 RECENT_JOBS = 20
 """Completed jobs whose durations make the estimate."""
+MAX_AGE = 1.0
+"""Seconds a process reuses the line it read for snapshots (a change this process makes drops it; the
+live ``queue`` frames correct what another process changed meanwhile)."""
+ANNOUNCE_EVERY = 0.25
+"""Seconds between two announcements from one process: a burst of changes is told once, at its end."""
 
 Place = tuple[int, float | None]
 """(tasks that start first, estimated seconds until this one starts or None)."""
@@ -64,11 +73,66 @@ def _running_for(now: datetime) -> list[float]:
     return [(now - started).total_seconds() for started in rows if started is not None]
 
 
-def places() -> dict[str, Place]:
-    """Every waiting task's place and estimated start."""
+def _read_places() -> dict[str, Place]:
     order = order_now()
     starts = estimate_starts(len(order), _running_for(utcnow()), typical_duration())
     return {task.task_id: (i, starts[i]) for i, task in enumerate(order)}
+
+
+class _Line:
+    """This process's last reading of the line, and its announcements, coalesced."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.read: tuple[float, dict[str, Place]] | None = None
+        self.announced_at = float("-inf")
+        self.trailing: threading.Timer | None = None
+
+    def places(self) -> dict[str, Place]:
+        with self.lock:
+            kept = self.read
+        if kept is not None and self.clock() - kept[0] < MAX_AGE:
+            return kept[1]
+        found = _read_places()
+        with self.lock:
+            self.read = (self.clock(), found)
+        return found
+
+    def changed(self) -> None:
+        """The line changed: forget the reading, and announce now or at the end of the burst."""
+        with self.lock:
+            self.read = None
+            wait = self.announced_at + ANNOUNCE_EVERY - self.clock()
+            if wait <= 0:
+                self.announced_at = self.clock()
+            elif self.trailing is None:
+                self.trailing = threading.Timer(wait, self._trail)
+                self.trailing.daemon = True
+                self.trailing.start()
+                return
+            else:
+                return  # the trailing announcement will tell this change too
+        _announce()
+
+    def _trail(self) -> None:
+        with self.lock:
+            self.trailing = None
+            self.read = None
+            self.announced_at = self.clock()
+        try:
+            _announce()
+        finally:
+            with contextlib.suppress(Exception):
+                connection.close()  # this timer's thread opened one
+
+
+_line = _Line()
+
+
+def places() -> dict[str, Place]:
+    """Every waiting task's place and estimated start (this process's reading, at most MAX_AGE old)."""
+    return _line.places()
 
 
 def place_of(task_id: str) -> Place | None:
@@ -77,11 +141,16 @@ def place_of(task_id: str) -> Place | None:
 
 
 def announce() -> None:
-    """Tell every waiting task's watchers its place now (after a change of the line). Never raises."""
+    """The line changed (a claim, a cancel or delete, a task joining): every waiting task's watchers
+    hear their place, now or within ANNOUNCE_EVERY. Never raises."""
+    _line.changed()
+
+
+def _announce() -> None:
     try:
         loop = loop_for_sync_caller()
         now = time.time()
-        for task_id, (position, starts_in) in places().items():
+        for task_id, (position, starts_in) in _line.places().items():
             text = QueueMessage(
                 task_id=task_id, queue_position=position, starts_in_seconds=starts_in
             ).model_dump_json()

@@ -91,3 +91,51 @@ async def test_places_a_cancel_ahead_moves_the_line_up():
             message = await receive(client, places=True)
         assert isinstance(message, QueueMessage)
         assert message.queue_position == 0
+
+
+def test_places_a_burst_of_changes_is_announced_now_and_once_at_its_end(monkeypatch):
+    import threading
+
+    from progress import places
+
+    told: list[float] = []
+    trailing = threading.Event()
+    now = [100.0]
+
+    def counted() -> None:
+        told.append(now[0])
+        if len(told) == 2:
+            trailing.set()
+
+    monkeypatch.setattr(places, "_announce", counted)
+    monkeypatch.setattr(places, "_read_places", dict)
+    line = places._Line(clock=lambda: now[0])
+    line.changed()  # the first change is told at once
+    for _ in range(5):
+        line.changed()  # the rest of the burst waits for one trailing announcement
+    assert told == [100.0]
+    assert trailing.wait(5)
+    assert len(told) == 2
+
+
+def test_places_a_reading_is_reused_until_a_change_or_its_age(monkeypatch):
+    from progress import places
+
+    reads: list[int] = []
+
+    def read() -> dict[str, tuple[int, float | None]]:
+        reads.append(1)
+        return {"t": (0, None)}
+
+    monkeypatch.setattr(places, "_read_places", read)
+    monkeypatch.setattr(places, "_announce", lambda: None)
+    now = [0.0]
+    line = places._Line(clock=lambda: now[0])
+    assert line.places() == line.places() == {"t": (0, None)}
+    assert len(reads) == 1
+    now[0] += places.MAX_AGE
+    line.places()
+    assert len(reads) == 2
+    line.changed()
+    line.places()
+    assert len(reads) == 3
