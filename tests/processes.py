@@ -164,12 +164,13 @@ def running(args: Sequence[str], env: Mapping[str, str], port: int, log_path: Pa
 APP = "transcribe_project.asgi:application"
 
 
-def server_args(kind: str, port: int, *options: str) -> list[str]:
-    """The command of a ``daphne`` or ``uvicorn`` (websockets-sansio, as in production) server process."""
+def server_args(kind: str, port: int, *options: str, python: str = PYTHON, app: str = APP) -> list[str]:
+    """The command of a ``daphne`` or ``uvicorn`` (websockets-sansio, as in production) server process
+    serving ``app`` (this project's, unless told) with ``python``."""
     if kind == "daphne":
-        return [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *options, APP]
+        return [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *options, app]
     return [
-        PYTHON,
+        python,
         "-m",
         "uvicorn",
         "--host",
@@ -179,7 +180,7 @@ def server_args(kind: str, port: int, *options: str) -> list[str]:
         "--ws",
         "websockets-sansio",
         *options,
-        APP,
+        app,
     ]
 
 

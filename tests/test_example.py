@@ -17,7 +17,7 @@ import websockets
 from websockets.typing import Origin
 
 from progress.schemas import ProgressMessage, SnapshotMessage, parse_server_message
-from tests.processes import free_port, stop, wait_for_port
+from tests.processes import free_port, server_args, stop, wait_for_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -82,23 +82,16 @@ def test_example_runs_from_the_wheel_alone(installed):
     assert where.startswith(str(venv)), where  # the installed app, not this checkout
     run([python, "manage.py", "migrate", "-v", "0"], example, env)
     port = free_port()
-    server = subprocess.Popen(
-        [
-            str(venv / "bin" / "uvicorn"),
-            "export_project.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--ws",
-            "websockets-sansio",
-        ],
-        cwd=example,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    app = "export_project.asgi:application"
+    with open(example / "server.log", "wb") as log:
+        server = subprocess.Popen(
+            server_args("uvicorn", port, python=python, app=app),
+            cwd=example,  # the example's own project, importable from here
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wait_for_port(port, server)
         base = f"http://127.0.0.1:{port}"
