@@ -128,8 +128,8 @@ class _Shard:
 
     Subscriptions are batched: callers change the set of names wanted, and one task at a time sends
     what differs from what Redis was told, as one UNSUBSCRIBE and one SUBSCRIBE of many names. One
-    command per name, each awaited under a lock, took a loop turn each: a restart closing 4,000 sockets
-    spent 7 s unsubscribing, and connect storms queued the same way.
+    command per name, each awaited under a lock, took a loop turn each, so a restart closing thousands
+    of sockets spent seconds unsubscribing (docs/performance.md has the figures).
     """
 
     def __init__(self, host: dict[str, Any], loop_state: _LoopState) -> None:

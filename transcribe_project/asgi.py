@@ -11,7 +11,7 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "transcribe_project.settings")
 django_asgi_app = get_asgi_application()
 
-# A server holding 1,000 sockets makes many long-lived objects, and CPython's default thresholds ran
+# A server holding many sockets makes many long-lived objects, and CPython's default thresholds ran
 # full collections over all of them mid-fan-out (bench A's tail). Freezing moves what start-up made
 # out of every later collection; progress.collect runs the full ones after sockets close.
 gc.freeze()

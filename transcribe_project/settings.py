@@ -117,7 +117,7 @@ PROGRESS = {
 _CAPACITY = int(PROGRESS.get("CHANNEL_CAPACITY", 1000))
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
-# "pubsub" (RedisPubSubChannelLayer, the default: measured 2-3x faster, drops nothing under load) or "core"
+# "pubsub" (RedisPubSubChannelLayer, the default: faster in the bench, drops nothing under load) or "core"
 # (RedisChannelLayer: per-channel lists in Redis with a capacity; see docs/performance.md).
 REDIS_LAYER = os.environ.get("REDIS_LAYER", "pubsub")
 if REDIS_LAYER not in {"core", "pubsub"}:
