@@ -324,3 +324,22 @@ def test_views_a_logged_in_user_owns_across_sessions(media, tmp_path):
     assert Task.objects.get(pk=task_id).owner == f"user:{user.pk}"
     assert phone.get(f"/api/tasks/{task_id}/").status_code == 200  # another browser of the same user
     assert csrf_client().get(f"/api/tasks/{task_id}/").content == NOT_FOUND_BODY
+
+
+def test_views_a_task_deleted_while_its_file_arrives_keeps_nothing(client, media, tmp_path, monkeypatch):
+    from progress import delete_task
+    from transcription import views
+
+    links = reserve(client)
+    stored_by_view = views._store
+
+    def deleted_meanwhile(upload: Any, task_id: str) -> Path:
+        delete_task(task_id)  # the owner's DELETE lands while the body is being stored
+        return stored_by_view(upload, task_id)
+
+    monkeypatch.setattr(views, "_store", deleted_meanwhile)
+    response = client.post(links["upload_url"], {"file": SimpleUploadedFile("a.wav", speech_bytes(tmp_path))})
+    assert response.status_code == 404
+    assert not Transcription.objects.filter(pk=links["task_id"]).exists()
+    assert not Task.objects.filter(pk=links["task_id"]).exists()
+    assert files_under(media) == []

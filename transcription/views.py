@@ -27,7 +27,7 @@ from progress import report_error, report_progress, restart_task, start_task, wa
 from progress.access import owner_key
 from progress.models import Task
 from progress.schemas import TaskStatus
-from progress.views import csrf_failed, csrf_refused, owned_task
+from progress.views import csrf_failed, csrf_refused, not_found, owned_task
 
 from . import retention
 from .audio import HEADER_BYTES, AudioError, is_audio
@@ -145,7 +145,7 @@ def upload_task(request: HttpRequest, task: Task) -> HttpResponse:
         return error_response(409, "already_uploaded", "this task has its upload already; reserve a new one")
     handler = LimitedUploadHandler(request, limits().max_upload_bytes)
     response = _upload(request, task.task_id, handler)
-    if response.status_code >= 400 and response.status_code != 409:
+    if response.status_code >= 400 and response.status_code not in (404, 409):  # 404: deleted meanwhile
         # The refused file keeps its name, so the owner's list says which one it was.
         Transcription.objects.get_or_create(
             task_id=task.task_id, defaults={"original_name": handler.client_name[:255]}
@@ -207,7 +207,11 @@ def _receive(request: HttpRequest, reserved: str | None, handler: LimitedUploadH
     Transcription.objects.filter(pk=task_id).update(
         audio_path=str(stored.relative_to(settings.MEDIA_ROOT)), size=upload.size or 0, duration=seconds
     )
-    report_progress(task_id, QUEUED, 0)
+    if not report_progress(task_id, QUEUED, 0) and not Task.objects.filter(pk=task_id).exists():
+        # Its owner deleted the task while the file was on its way: nothing of it may stay.
+        stored.unlink(missing_ok=True)
+        Transcription.objects.filter(pk=task_id).delete()
+        return not_found(request)
     failed = _enqueue(task_id, 1)
     return failed or JsonResponse(task_links(request, task_id), status=201)
 
