@@ -14,12 +14,12 @@ from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import snapshots, store
+from . import snapshots, store, tasks
 from .access import may_read, owners_of_request, token_valid
 from .conf import get_settings
 from .control import cancel_task, delete_task
-from .models import Task
 from .schemas import TASK_ID_PATTERN
+from .tasks import TaskInfo
 
 __all__ = [
     "csrf_failed",
@@ -51,10 +51,10 @@ def not_found(request: HttpRequest | None = None) -> HttpResponse:
     return response
 
 
-def _task_for(request: HttpRequest, task_id: str, *, token_counts: bool) -> Task | None:
+def _task_for(request: HttpRequest, task_id: str, *, token_counts: bool) -> TaskInfo | None:
     if not _TASK_ID.match(task_id):
         return None
-    task = Task.objects.filter(pk=task_id).first()
+    task = tasks.get(task_id)
     if task is None:
         return None
     if may_read(task.owner, owners_of_request(request)):
@@ -118,13 +118,13 @@ def _snapshot_response(task_id: str, request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @readable_task()
-def task_status(request: HttpRequest, task: Task) -> HttpResponse:
+def task_status(request: HttpRequest, task: TaskInfo) -> HttpResponse:
     """GET /api/tasks/<task_id>/: the task's snapshot as JSON."""
     return _snapshot_response(task.task_id, request)
 
 
 @owned_task
-def _task_delete(request: HttpRequest, task: Task) -> HttpResponse:
+def _task_delete(request: HttpRequest, task: TaskInfo) -> HttpResponse:
     if csrf_refused(request):
         return csrf_failed()
     delete_task(task.task_id)
@@ -144,7 +144,7 @@ def task(request: HttpRequest, task_id: str) -> HttpResponse:
 @csrf_exempt  # checked here, to answer JSON
 @require_POST
 @owned_task
-def task_cancel(request: HttpRequest, task: Task) -> HttpResponse:
+def task_cancel(request: HttpRequest, task: TaskInfo) -> HttpResponse:
     """POST /api/tasks/<task_id>/cancel: cancel the owner's waiting or running task (200, its new
     state); 409 ``not_running`` if it has ended already."""
     if csrf_refused(request):
@@ -172,7 +172,7 @@ def page_not_found(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @readable_task(refuse=page_not_found)
-def task_page(request: HttpRequest, task: Task) -> HttpResponse:
+def task_page(request: HttpRequest, task: TaskInfo) -> HttpResponse:
     """GET /tasks/<task_id>/: a page that watches the task live with the reusable JS client."""
     token = request.GET.get("token") or ""
     context = {

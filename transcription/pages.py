@@ -9,10 +9,10 @@ from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET
 
-from progress import watch_token
+from progress import tasks, watch_token
 from progress.access import may_read, owners_of_request
 from progress.conf import get_settings
-from progress.models import Task
+from progress.tasks import TaskInfo
 from progress.views import page_not_found, readable_task
 
 from .conf import limits
@@ -43,7 +43,7 @@ def share_url(task_id: str, token: str) -> str:
     return f"/transcriptions/{task_id}/?token={token}"
 
 
-def _row(task: Task, record: Transcription | None, *, owned: bool) -> dict[str, Any]:
+def _row(task: TaskInfo, record: Transcription | None, *, owned: bool) -> dict[str, Any]:
     """What a page needs to draw one task before its socket says more."""
     token = watch_token(task.task_id)
     return {
@@ -82,7 +82,7 @@ def index(request: HttpRequest) -> HttpResponse:
 @ensure_csrf_cookie
 @require_GET
 @readable_task(refuse=page_not_found)
-def task_page(request: HttpRequest, task: Task) -> HttpResponse:
+def task_page(request: HttpRequest, task: TaskInfo) -> HttpResponse:
     """GET /transcriptions/<id>/: one task, live, with transcript and downloads; for its owner or a token."""
     owned = may_read(task.owner, owners_of_request(request))
     row = _row(task, Transcription.objects.filter(pk=task.task_id).first(), owned=owned)
@@ -96,10 +96,8 @@ def task_page(request: HttpRequest, task: Task) -> HttpResponse:
 def transcriptions(request: HttpRequest) -> JsonResponse:
     """GET /api/transcriptions/: the requester's own tasks, newest first (an empty list for strangers)."""
     owners = owners_of_request(request)
-    tasks = (
-        list(Task.objects.filter(owner__in=owners).order_by("-created_at")[:LIST_LENGTH]) if owners else []
-    )
-    records = Transcription.objects.in_bulk([t.task_id for t in tasks])
-    response = JsonResponse({"tasks": [_row(t, records.get(t.task_id), owned=True) for t in tasks]})
+    mine = tasks.select(owners=owners, newest_first=True, limit=LIST_LENGTH) if owners else []
+    records = Transcription.objects.in_bulk([t.task_id for t in mine])
+    response = JsonResponse({"tasks": [_row(t, records.get(t.task_id), owned=True) for t in mine]})
     response["Cache-Control"] = "no-store"
     return response

@@ -13,9 +13,9 @@ from typing import Any
 from django.db import close_old_connections
 from django.db.models import Sum
 
+from progress import tasks
 from progress.access import owners_of_scope
 from progress.limits import client_address
-from progress.models import Task
 
 from . import throttle
 from .conf import limits
@@ -45,8 +45,8 @@ def owner_of(owners: frozenset[str]) -> str | None:
 
 def stored_bytes(owner: str) -> int:
     """Bytes of audio ``owner`` has on disk now (uploads whose job has not finished with them)."""
-    tasks = Task.objects.filter(owner=owner).values("task_id")
-    total = Transcription.objects.filter(task_id__in=tasks).exclude(audio_path="").aggregate(Sum("size"))
+    mine = [t.task_id for t in tasks.select(owners=[owner])]
+    total = Transcription.objects.filter(task_id__in=mine).exclude(audio_path="").aggregate(Sum("size"))
     return int(total["size__sum"] or 0)
 
 

@@ -9,8 +9,7 @@ from datetime import datetime
 
 from django.db import connection
 
-from progress import report_error
-from progress.models import Task
+from progress import report_error, tasks
 from progress.schemas import TaskStatus, utcnow
 
 from . import retention
@@ -58,11 +57,9 @@ def _housekeeping() -> None:
 def recover(before: datetime) -> list[str]:
     """Re-queue tasks queued before ``before`` (the in-process queue died with its server) and fail
     uploads that were cut off then; the re-queued ids. A claim keeps a re-queued job from running twice."""
-    running = Task.objects.filter(
-        status=TaskStatus.RUNNING.value, heartbeat_at__isnull=True, updated_at__lt=before
-    )
+    unclaimed = tasks.select(status=TaskStatus.RUNNING.value, claimed=False, updated_before=before)
     requeued = []
-    for task_id, attempt, stage in running.values_list("task_id", "attempt", "stage"):
+    for task_id, attempt, stage in ((t.task_id, t.attempt, t.stage) for t in unclaimed):
         if stage == UPLOADING:
             report_error(
                 task_id,

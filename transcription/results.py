@@ -8,8 +8,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET
 
-from progress.models import Task
 from progress.schemas import TaskStatus
+from progress.tasks import TaskInfo
 from progress.views import readable_task
 
 from .formats import FORMATS, download_name, render
@@ -17,7 +17,7 @@ from .models import Transcription
 from .views import error_response
 
 
-def _finished(task: Task) -> tuple[Transcription | None, JsonResponse | None]:
+def _finished(task: TaskInfo) -> tuple[Transcription | None, JsonResponse | None]:
     """The task's stored transcript, or the refusal: 409 while it is not complete, 404 without one."""
     if task.status != TaskStatus.COMPLETE.value:
         detail = f"the task is {task.status} (stage {task.stage}, {task.percentage}%)"
@@ -32,7 +32,7 @@ def _finished(task: Task) -> tuple[Transcription | None, JsonResponse | None]:
 
 @require_GET
 @readable_task()
-def task_result(request: HttpRequest, task: Task, fmt: str | None = None) -> HttpResponse:
+def task_result(request: HttpRequest, task: TaskInfo, fmt: str | None = None) -> HttpResponse:
     """GET /api/tasks/<id>/result[.txt|.json|.srt|.vtt] (or ?format=): the transcript; 409 until complete.
 
     Without a format: the transcript as JSON, for scripts. With one: a download named after the upload.

@@ -14,8 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from progress import delete_task, report_error
-from progress.models import Task
+from progress import delete_task, report_error, tasks
 from progress.schemas import TaskStatus
 
 from . import throttle
@@ -33,12 +32,11 @@ def forget_unusable_audio() -> list[str]:
     """Delete the audio of failed tasks that no retry can use (out of attempts, failed for the audio
     itself, or failed longer ago than KEEP_FAILED_AUDIO); the task ids whose audio went."""
     keep = timedelta(seconds=limits().keep_failed_audio)
-    stored = Transcription.objects.exclude(audio_path="").values("task_id")
     ended = (TaskStatus.FAILED.value, TaskStatus.CANCELLED.value)  # either may be retried
-    failed = Task.objects.filter(status__in=ended, task_id__in=stored)
+    stored_ids = Transcription.objects.exclude(audio_path="").values_list("task_id", flat=True)
     gone = []
-    for task_id, attempt, code, updated in failed.values_list(
-        "task_id", "attempt", "error_code", "updated_at"
+    for task_id, attempt, code, updated in (
+        (t.task_id, t.attempt, t.error_code, t.updated_at) for t in tasks.select(ids=stored_ids, status=ended)
     ):
         if attempt >= limits().max_attempts or code in FINAL_ERRORS or updated < timezone.now() - keep:
             forget(task_id)
@@ -59,8 +57,9 @@ def forget_old_tasks() -> list[str]:
     if keep <= 0:
         return []
     cutoff = timezone.now() - timedelta(seconds=keep)
-    old = Task.objects.exclude(status=TaskStatus.RUNNING.value).filter(updated_at__lt=cutoff)
-    deleted = [task_id for task_id in old.values_list("task_id", flat=True) if delete_task(task_id)]
+    ended = [s.value for s in TaskStatus if s is not TaskStatus.RUNNING]
+    old = tasks.select(status=ended, updated_before=cutoff)
+    deleted = [t.task_id for t in old if delete_task(t.task_id)]
     if deleted:
         log.info("transcription: deleted %s tasks older than %g s", len(deleted), keep)
     return deleted
@@ -80,11 +79,14 @@ def expire_reservations(owner: str | None = None) -> list[str]:
     """Fail reservations (of ``owner``, or everyone's) whose upload did not come within
     RESERVATION_TTL (``upload_expired``): they stop counting against the owner; the ids failed."""
     cutoff = timezone.now() - timedelta(seconds=limits().reservation_ttl)
-    waiting = Task.objects.filter(status=TaskStatus.RUNNING.value, stage=UPLOADING, updated_at__lt=cutoff)
-    if owner is not None:
-        waiting = waiting.filter(owner=owner)
+    waiting = tasks.select(
+        status=TaskStatus.RUNNING.value,
+        stage=UPLOADING,
+        updated_before=cutoff,
+        owners=None if owner is None else [owner],
+    )
     expired = []
-    for task_id in waiting.values_list("task_id", flat=True):
+    for task_id in (t.task_id for t in waiting):
         if report_error(
             task_id, "upload_expired", "No file arrived for this task in time; please upload again."
         ):

@@ -24,6 +24,7 @@ from progress.views import NOT_FOUND_BODY
 
 from .conf import limits
 from .quotas import upload_refusal
+from .stages import UPLOADING
 
 log = logging.getLogger("transcription")
 
@@ -48,13 +49,13 @@ def _waiting_for_upload(task_id: str, scope: Scope) -> bool | None:
     """True: the requester's task waits for its upload; False: theirs, but not waiting; None: not theirs."""
     from django.db import close_old_connections
 
-    from progress.models import Task
+    from progress import tasks
 
     close_old_connections()
-    row = Task.objects.filter(pk=task_id).values_list("owner", "status", "stage").first()
-    if row is None or not may_read(row[0], owners_of_scope(scope)):
+    task = tasks.get(task_id)
+    if task is None or not may_read(task.owner, owners_of_scope(scope)):
         return None
-    return row[1:] == ("running", "uploading")
+    return task.running and task.stage == UPLOADING
 
 
 async def _respond(send: Send, status: int, body: bytes, retry_after: int | None = None) -> None:

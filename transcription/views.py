@@ -23,10 +23,10 @@ from django.middleware.csrf import get_token
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_POST
 
-from progress import report_error, report_progress, restart_task, start_task, watch_token
+from progress import report_error, report_progress, restart_task, start_task, tasks, watch_token
 from progress.access import owner_key
-from progress.models import Task
 from progress.schemas import TaskStatus
+from progress.tasks import TaskInfo
 from progress.views import csrf_failed, csrf_refused, not_found, owned_task
 
 from . import retention
@@ -116,8 +116,8 @@ MAX_RESERVATIONS = 8
 def _may_reserve(owner: str) -> bool:
     """Whether ``owner`` may reserve one more task (their expired reservations fail first)."""
     retention.expire_reservations(owner)
-    waiting = Task.objects.filter(owner=owner, status=TaskStatus.RUNNING.value, stage=UPLOADING)
-    return waiting.count() < MAX_RESERVATIONS
+    waiting = tasks.select(owners=[owner], status=TaskStatus.RUNNING.value, stage=UPLOADING)
+    return len(waiting) < MAX_RESERVATIONS
 
 
 @csrf_exempt  # checked in the view, to answer JSON rather than Django's HTML page
@@ -139,7 +139,7 @@ def reserve_task(request: HttpRequest) -> HttpResponse:
 @csrf_exempt  # checked in the view: CSRF reads the body, which must go through the handlers set first
 @require_POST
 @owned_task
-def upload_task(request: HttpRequest, task: Task) -> HttpResponse:
+def upload_task(request: HttpRequest, task: TaskInfo) -> HttpResponse:
     """POST /api/tasks/<id>/upload: the audio of a task reserved by this session (201)."""
     if (task.status, task.stage) != (TaskStatus.RUNNING.value, UPLOADING):
         return error_response(409, "already_uploaded", "this task has its upload already; reserve a new one")
@@ -207,7 +207,7 @@ def _receive(request: HttpRequest, reserved: str | None, handler: LimitedUploadH
     Transcription.objects.filter(pk=task_id).update(
         audio_path=str(stored.relative_to(settings.MEDIA_ROOT)), size=upload.size or 0, duration=seconds
     )
-    if not report_progress(task_id, QUEUED, 0) and not Task.objects.filter(pk=task_id).exists():
+    if not report_progress(task_id, QUEUED, 0) and not tasks.exists(task_id):
         # Its owner deleted the task while the file was on its way: nothing of it may stay.
         stored.unlink(missing_ok=True)
         Transcription.objects.filter(pk=task_id).delete()
@@ -251,7 +251,7 @@ def _store(upload: UploadedFile[Any], task_id: str) -> Path:
 @csrf_exempt  # checked in the view, to answer JSON rather than Django's HTML page
 @require_POST
 @owned_task
-def retry_task(request: HttpRequest, task: Task) -> HttpResponse:
+def retry_task(request: HttpRequest, task: TaskInfo) -> HttpResponse:
     """POST /api/tasks/<id>/retry: re-queue the owner's failed or cancelled transcription as a new
     attempt (202)."""
     if csrf_refused(request):
