@@ -30,13 +30,16 @@ def test_tasks_get_and_exists():
     assert not tasks.exists("nobody")
 
 
+def ids(found: list[tasks.TaskInfo]) -> list[str]:
+    return [t.task_id for t in found]
+
+
 def test_tasks_select_by_every_condition():
     mine = [start_task("queued", owner="session:a") for _ in range(3)]
     theirs = start_task("uploading", owner="session:b")
     report_progress(mine[0], "complete", 100)
     claim_next()  # claims mine[1]
     Task.objects.filter(pk=mine[2]).update(updated_at=utcnow() - timedelta(hours=2))
-    ids = lambda found: [t.task_id for t in found]  # noqa: E731
     assert ids(tasks.select(owners=["session:a"])) == mine
     assert ids(tasks.select(owners=["session:a"], newest_first=True, limit=2)) == mine[::-1][:2]
     assert ids(tasks.select(status="complete")) == [mine[0]]
