@@ -12,8 +12,8 @@ from django.utils.timesince import timesince
 from .control import cancel_task, delete_task
 from .models import Task, TaskEvent
 from .publish import restart_task
-from .schemas import TaskStatus
 from .signals import task_restarted
+from .state import RESTARTABLE_VALUES
 
 
 class TaskEventInline(admin.TabularInline):  # type: ignore[type-arg]  # not subscriptable at run time
@@ -60,8 +60,7 @@ class TaskAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # not subscriptabl
     def retry(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
         """Start a new attempt of each failed task; the app that runs its jobs queues it."""
         retried = 0
-        ended = (TaskStatus.FAILED.value, TaskStatus.CANCELLED.value)
-        for task_id in queryset.filter(status__in=ended).values_list("task_id", flat=True):
+        for task_id in queryset.filter(status__in=RESTARTABLE_VALUES).values_list("task_id", flat=True):
             attempt = restart_task(task_id, "retried by an operator")
             if attempt is not None:
                 task_restarted.send(sender=Task, task_id=task_id, attempt=attempt)

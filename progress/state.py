@@ -86,3 +86,5 @@ def judge_cancel(current: Current) -> Verdict:
 
 RESTARTABLE = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED})
 """The ends a new attempt may follow."""
+RESTARTABLE_VALUES = tuple(sorted(status.value for status in RESTARTABLE))
+"""The same, as the strings stored and sent."""

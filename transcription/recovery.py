@@ -59,7 +59,8 @@ def recover(before: datetime) -> list[str]:
     uploads that were cut off then; the re-queued ids. A claim keeps a re-queued job from running twice."""
     unclaimed = tasks.select(status=TaskStatus.RUNNING.value, claimed=False, updated_before=before)
     requeued = []
-    for task_id, attempt, stage in ((t.task_id, t.attempt, t.stage) for t in unclaimed):
+    for task in unclaimed:
+        task_id, attempt, stage = task.task_id, task.attempt, task.stage
         if stage == UPLOADING:
             report_error(
                 task_id,

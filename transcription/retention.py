@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from progress import delete_task, report_error, tasks
 from progress.schemas import TaskStatus
+from progress.state import RESTARTABLE_VALUES
 
 from . import throttle
 from .conf import limits
@@ -32,15 +33,16 @@ def forget_unusable_audio() -> list[str]:
     """Delete the audio of failed tasks that no retry can use (out of attempts, failed for the audio
     itself, or failed longer ago than KEEP_FAILED_AUDIO); the task ids whose audio went."""
     keep = timedelta(seconds=limits().keep_failed_audio)
-    ended = (TaskStatus.FAILED.value, TaskStatus.CANCELLED.value)  # either may be retried
     stored_ids = Transcription.objects.exclude(audio_path="").values_list("task_id", flat=True)
     gone = []
-    for task_id, attempt, code, updated in (
-        (t.task_id, t.attempt, t.error_code, t.updated_at) for t in tasks.select(ids=stored_ids, status=ended)
-    ):
-        if attempt >= limits().max_attempts or code in FINAL_ERRORS or updated < timezone.now() - keep:
-            forget(task_id)
-            gone.append(task_id)
+    for task in tasks.select(ids=stored_ids, status=RESTARTABLE_VALUES):  # ended, and a retry may follow
+        if (
+            task.attempt >= limits().max_attempts
+            or task.error_code in FINAL_ERRORS
+            or task.updated_at < timezone.now() - keep
+        ):
+            forget(task.task_id)
+            gone.append(task.task_id)
     return gone
 
 
@@ -85,12 +87,8 @@ def expire_reservations(owner: str | None = None) -> list[str]:
         updated_before=cutoff,
         owners=None if owner is None else [owner],
     )
-    expired = []
-    for task_id in (t.task_id for t in waiting):
-        if report_error(
-            task_id, "upload_expired", "No file arrived for this task in time; please upload again."
-        ):
-            expired.append(task_id)
+    message = "No file arrived for this task in time; please upload again."
+    expired = [t.task_id for t in waiting if report_error(t.task_id, "upload_expired", message)]
     if expired:
         log.info("transcription: %s reservations expired without their upload", len(expired))
     return expired

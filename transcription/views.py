@@ -26,6 +26,7 @@ from django.views.decorators.http import require_GET, require_POST
 from progress import report_error, report_progress, restart_task, start_task, tasks, watch_token
 from progress.access import owner_key
 from progress.schemas import TaskStatus
+from progress.state import RESTARTABLE_VALUES
 from progress.tasks import TaskInfo
 from progress.views import csrf_failed, csrf_refused, not_found, owned_task
 
@@ -256,7 +257,7 @@ def retry_task(request: HttpRequest, task: TaskInfo) -> HttpResponse:
     attempt (202)."""
     if csrf_refused(request):
         return _csrf_failed()
-    if task.status not in (TaskStatus.FAILED.value, TaskStatus.CANCELLED.value):
+    if task.status not in RESTARTABLE_VALUES:
         detail = f"only failed or cancelled tasks can be retried; this one is {task.status}"
         return JsonResponse({"error": "not_failed", "detail": detail}, status=409)
     allowed = limits().max_attempts
