@@ -15,6 +15,7 @@ from importlib import import_module
 from types import SimpleNamespace
 from typing import Any, cast
 
+from channels.db import database_sync_to_async
 from django.apps import apps
 from django.conf import settings
 from django.core import signing
@@ -24,6 +25,7 @@ from .conf import get_settings
 
 __all__ = [
     "adopt_session_tasks",
+    "may_watch",
     "new_task_id",
     "owner_key",
     "owners_of_request",
@@ -156,3 +158,17 @@ def adopt_session_tasks(sender: Any, request: HttpRequest, user: Any, **kwargs: 
 def may_read(owner: str, owners: Iterable[str]) -> bool:
     """Whether a requester holding ``owners`` owns a task whose owner is ``owner`` (empty: nobody)."""
     return bool(owner) and owner in owners
+
+
+def _scope_owns(task_id: str, scope: Mapping[str, Any]) -> bool:
+    from .store import owner
+
+    found = owner(task_id)
+    return found is not None and may_read(found, owners_of_scope(scope))
+
+
+async def may_watch(task_id: str, scope: Mapping[str, Any], token: str | None) -> bool:
+    """A valid watch token for this task, or the task's owner's session; refusals look alike."""
+    if token_valid(task_id, token):
+        return True
+    return bool(await database_sync_to_async(_scope_owns)(task_id, scope))

@@ -12,9 +12,9 @@ from typing import Any
 from channels.routing import ProtocolTypeRouter
 
 from .collect import ensure_started as collect_after_closes
+from .loops import bind_server_loop
 from .reaper import ensure_started as ensure_reaper
 from .routing import websocket_application
-from .sender import bind_server_loop
 from .shutdown import install as close_sockets_on_sigterm
 
 __all__ = ["application", "server_started"]

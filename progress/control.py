@@ -11,11 +11,12 @@ from asgiref.sync import sync_to_async
 from django.db import transaction
 
 from . import store
+from .delivery import deliver
+from .loops import loop_for_sync_caller
 from .models import Task, Tombstone
 from .places import announce
 from .publish import _forbid_running_loop, _publish_async, _publish_sync
 from .schemas import utcnow
-from .sender import deliver, loop_for_sync_caller
 from .signals import task_deleted
 from .state import Verdict
 

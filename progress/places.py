@@ -17,10 +17,11 @@ from datetime import datetime
 from django.db import connection
 
 from . import store
+from .delivery import deliver
+from .loops import loop_for_sync_caller
 from .models import Task
 from .queue import order_now
 from .schemas import QueueMessage, TaskStatus, utcnow
-from .sender import deliver, loop_for_sync_caller
 from .state import Verdict
 
 __all__ = ["Place", "announce", "estimate_starts", "place_of", "places", "typical_duration"]

@@ -14,8 +14,10 @@ from pydantic import ValidationError
 
 from . import metrics, store
 from .conf import get_settings
+from .db import adb_call
+from .delivery import deliver, wait_until_sent
+from .loops import bind_server_loop, loop_for_sync_caller
 from .schemas import ErrorMessage, ProgressMessage
-from .sender import bind_server_loop, db_call, deliver, loop_for_sync_caller, wait_until_sent
 from .stages import QUEUED
 from .store import Outcome
 
@@ -99,7 +101,7 @@ def _publish_sync(task_id: str, write: Callable[[], Outcome]) -> Outcome | None:
 async def _publish_async(task_id: str, write: Callable[[], Outcome]) -> Outcome | None:
     started = time.perf_counter()
     try:
-        outcome: Outcome = await sync_to_async(db_call, thread_sensitive=False)(write)
+        outcome: Outcome = await adb_call(write)
     except Exception:
         log.exception("progress: could not store a report for task %s", task_id)
         metrics.REPORTS.labels("failed").inc()
@@ -250,7 +252,7 @@ async def astart_task(stage: str = QUEUED, message: str | None = None, *, owner:
 
     task_id = new_task_id()
     checked, _ = _check_progress(task_id, stage, 0, message)
-    await sync_to_async(db_call, thread_sensitive=False)(lambda: store.create(task_id, owner, checked))
+    await adb_call(store.create, task_id, owner, checked)
     await areport_progress(task_id, checked, 0, message)
     return task_id
 

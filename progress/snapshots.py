@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from asgiref.sync import sync_to_async
 
 from . import store
+from .db import db_call
 from .models import Task, TaskEvent
 from .schemas import StageTransition, TaskStatus
-from .sender import db_call
 
 
 @dataclass(frozen=True)

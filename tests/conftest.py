@@ -18,7 +18,7 @@ from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from progress import sender
+from progress import loops
 from progress.limits import open_sockets
 from progress.schemas import ServerMessage, parse_server_message
 from progress.stages import Stages
@@ -32,12 +32,11 @@ ORIGIN = (b"origin", b"http://127.0.0.1")
 def _fresh_layer() -> Iterator[None]:
     """Every test gets new channel layers and a publisher with no remembered loop."""
     channel_layers.backends = {}
-    sender._server_loop = None
-    sender._warned_in_memory = False
+    loops.unbind_server_loop()
     open_sockets.counts = {}  # sockets a previous test left open do not count against this one
     yield
     channel_layers.backends = {}
-    sender._server_loop = None
+    loops.unbind_server_loop()
 
 
 @pytest.fixture

@@ -107,8 +107,11 @@ async def test_consumer_heartbeat_waits_in_the_wheel_not_a_task(settings):
     await areport_progress("job1", "queued", 0)
     async with kept("job1") as (client, consumer):
         await receive(client)
-        assert consumer.beat_slot is not None
-        assert consumer.inbox in consumer.beat_wheel.slots[consumer.beat_slot]
+        beat = consumer.heartbeat
+        assert beat is not None
+        assert beat.slot is not None
+        assert beat.wheel is not None
+        assert consumer.inbox in beat.wheel.slots[beat.slot]
         assert isinstance(await receive(client), HeartbeatMessage)
         files = [getattr(task.get_coro(), "cr_code", None) for task in asyncio.all_tasks()]
         assert consumers.__file__ not in [code.co_filename for code in files if code is not None]
@@ -119,9 +122,11 @@ async def test_consumer_heartbeat_leaves_the_wheel_on_disconnect(settings):
     await areport_progress("job1", "queued", 0)
     async with kept("job1") as (client, consumer):
         await receive(client)
-        timers = consumer.beat_wheel
+        assert consumer.heartbeat is not None
+        timers = consumer.heartbeat.wheel
+        assert timers is not None
         assert len(timers) == 1
-    assert consumer.beat_slot is None
+    assert not consumer.heartbeat.running
     assert len(timers) == 0
 
 
@@ -130,7 +135,9 @@ async def test_consumer_heartbeat_leaves_the_wheel_when_task_finishes(settings):
     await areport_progress("job1", "queued", 0)
     async with kept("job1") as (client, consumer):
         await receive(client)
-        timers = consumer.beat_wheel
+        assert consumer.heartbeat is not None
+        timers = consumer.heartbeat.wheel
+        assert timers is not None
         await areport_progress("job1", "complete", 100)
         assert isinstance(await receive(client), ProgressMessage)
         assert (await client.receive_output(3)) == {"type": "websocket.close", "code": 1000}

@@ -148,12 +148,14 @@ async def test_hostile_sockets_per_address_are_limited(settings):
 
 
 class _Broken(TaskProgressConsumer):
-    async def receive_json(self, content: dict[str, Any], **kwargs: Any) -> None:
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
         raise RuntimeError("a bug in a handler")
 
 
 async def test_hostile_a_failing_handler_still_cleans_up(monkeypatch):
-    monkeypatch.setattr(TaskProgressConsumer, "receive_json", _Broken.receive_json)
+    monkeypatch.setattr(TaskProgressConsumer, "receive", _Broken.receive)
     await areport_progress("job1", "queued", 0)
     async with watching("/ws/tasks/job1/") as client:
         await receive(client)

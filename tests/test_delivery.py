@@ -14,7 +14,7 @@ import pytest
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 
-from progress import areport_progress, report_progress, sender
+from progress import areport_progress, loops, report_progress
 from progress.models import Task, TaskEvent
 from progress.schemas import ErrorMessage, HeartbeatMessage, ProgressMessage, SnapshotMessage
 from tests.conftest import RedisServer, quiet, receive, watching
@@ -155,7 +155,7 @@ async def test_delivery_heartbeat_recovers_a_message_never_fanned_out(settings):
     async with watching("/ws/tasks/job1/") as client:
         await receive(client)
         # As from a process whose layer cannot reach this server: stored, never sent live.
-        sender._server_loop = None
+        loops.unbind_server_loop()
         assert await asyncio.to_thread(report_progress, "job1", "aligning", 5)
         message = await receive(client)
         while isinstance(message, HeartbeatMessage):

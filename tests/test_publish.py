@@ -14,10 +14,11 @@ from progress import (
     areport_error,
     areport_progress,
     arestart_task,
+    delivery,
+    loops,
     report_error,
     report_progress,
     restart_task,
-    sender,
 )
 from progress.models import Task
 from progress.schemas import ProgressMessage, SnapshotMessage
@@ -142,7 +143,7 @@ def test_publish_broken_layer_from_sync_is_logged_and_stored(settings, caplog):
     caplog.set_level(logging.ERROR, logger="progress")
     assert report_progress("job1", "queued", 0)
     assert report_progress("job1", "transcribing", 10)
-    assert sender.wait_until_sent(30)
+    assert delivery.wait_until_sent(30)
     assert any("channel layer unavailable" in r.getMessage() for r in caplog.records)
     task = Task.objects.get(pk="job1")
     assert (task.stage, task.percentage, task.seq) == ("transcribing", 10, 2)
@@ -174,14 +175,14 @@ async def test_publish_thread_without_server_loop_reaches_watcher(redis_layer: R
     async with watching("/ws/tasks/job1/") as client:
         assert isinstance(await receive(client), SnapshotMessage)
         # The communicator's consumer binds this test's loop as the server loop; a Celery worker has none.
-        sender._server_loop = None
+        loops.unbind_server_loop()
         worker = threading.Thread(target=report_progress, args=("job1", "transcribing", 42, "from a worker"))
         await asyncio.to_thread(_run_and_join, worker)
         message = await receive(client, timeout=10)
         assert isinstance(message, ProgressMessage)
         assert (message.seq, message.percentage, message.message) == (2, 42, "from a worker")
-    assert sender._own_loop is not None
-    assert sender._alive(sender._own_loop)
+    assert loops.own_loop() is not None
+    assert loops.alive(loops.own_loop())
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
@@ -192,7 +193,7 @@ async def test_publish_many_thread_reports_never_close_the_loop(redis_layer: Red
         await areport_progress(f"job{t}", "queued", 0)
     async with watching("/ws/tasks/job0/") as client:
         await receive(client)
-        sender._server_loop = None
+        loops.unbind_server_loop()
         errors: list[BaseException] = []
 
         def work(t: int) -> None:
@@ -212,7 +213,7 @@ async def test_publish_many_thread_reports_never_close_the_loop(redis_layer: Red
             seen.append(message.percentage)
         assert seen == sorted(seen)
     assert errors == []
-    assert await asyncio.to_thread(sender.wait_until_sent, 10)
+    assert await asyncio.to_thread(delivery.wait_until_sent, 10)
     text = caplog.text
     assert "Event loop is closed" not in text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from channels.layers import InMemoryChannelLayer, channel_layers, get_channel_layer
 
-from progress import report_progress, sender, store
+from progress import delivery, loops, report_progress, sender, store
 from tests.conftest import RedisServer
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
@@ -47,9 +47,12 @@ def _report_in_thread(task_id: str, count: int) -> None:
     thread.join()
 
 
-def _own_sender() -> sender._Sender:
-    assert sender._own_loop is not None
-    return sender._senders[sender._own_loop]
+def _own_sender() -> sender.Sender:
+    loop = loops.own_loop()
+    assert loop is not None
+    found = sender.existing(loop)
+    assert found is not None
+    return found
 
 
 async def test_sender_thread_reports_arrive_in_order_in_batches(
@@ -62,7 +65,7 @@ async def test_sender_thread_reports_arrive_in_order_in_batches(
     got = await _receive_until(channel, 301)
     assert [m["seq"] for m in got] == list(range(2, 302))
     assert [m["prev_seq"] for m in got] == list(range(1, 301))
-    assert await asyncio.to_thread(sender.wait_until_sent, 10)
+    assert await asyncio.to_thread(delivery.wait_until_sent, 10)
     # One wake-up and one Redis round trip carried several reports.
     assert _own_sender().batches <= 150
 
@@ -94,7 +97,7 @@ async def test_sender_coalesced_then_sent_reports_are_not_stranded(pubsub_layer:
     assert [m["seq"] for m in got] == [1, 3]
     assert got[-1]["prev_seq"] == 1
     assert '"stage":"aligning"' in got[-1]["text"]
-    assert await asyncio.to_thread(sender.wait_until_sent, 10)
+    assert await asyncio.to_thread(delivery.wait_until_sent, 10)
 
 
 async def test_sender_lone_report_does_not_linger(
@@ -103,9 +106,12 @@ async def test_sender_lone_report_does_not_linger(
     # A task reporting now and then is not held back waiting for company (10 s wait vs a 60 s linger).
     settings.PROGRESS = {**settings.PROGRESS, "PUBLISH_LINGER": 60}
     channel = await _subscribe("job1")
-    await asyncio.to_thread(report_progress, "job1", "queued", 0)
+    # Not "queued": that is followed by the task's place in line, a second message within the linger.
+    await asyncio.to_thread(report_progress, "job1", "transcribing", 0)
     got = await _receive_until(channel, 1)
     assert [m["seq"] for m in got] == [1]
+    # Nothing lingers past the test, where a 60 s sleep would hold the next test's reports.
+    assert await asyncio.to_thread(delivery.wait_until_sent, 10)
 
 
 class SwallowingLayer(InMemoryChannelLayer):  # type: ignore[misc]
@@ -119,7 +125,7 @@ class SwallowingLayer(InMemoryChannelLayer):  # type: ignore[misc]
 async def test_sender_cancelled_while_a_layer_swallows_it_still_ends(settings: Any):
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "tests.test_sender.SwallowingLayer"}}
     channel_layers.backends = {}
-    own = sender._Sender(asyncio.get_running_loop())
+    own = sender.Sender(asyncio.get_running_loop())
     own.put(
         {
             "type": "task.event",
