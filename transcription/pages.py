@@ -65,6 +65,7 @@ def _row(task: TaskInfo, record: Transcription | None, *, owned: bool) -> dict[s
 def _options() -> dict[str, Any]:
     return {
         "heartbeatInterval": get_settings().HEARTBEAT_INTERVAL,
+        "stages": list(get_settings().stages.working),
         "maxUploadBytes": limits().max_upload_bytes,
         "finalErrors": sorted(FINAL_ERRORS),
     }

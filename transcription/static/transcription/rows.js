@@ -2,17 +2,36 @@
 (function (global) {
   "use strict";
 
+  // Words for the stages this app knows; any other declared stage is shown by its name.
   var LABELS = {
     uploading: "Uploading", queued: "Queued", transcribing: "Transcribing", aligning: "Aligning",
     diarizing: "Finding speakers", complete: "Done"
   };
-  var STEPS = ["uploading", "queued", "transcribing", "aligning", "diarizing"];
-  // Where each stage sits on the row's bar, in percent of the whole job: stage percentages restart at
-  // 0, the bar only moves forward through the stages.
-  var SPAN = {
-    uploading: [0, 10], queued: [10, 12], transcribing: [12, 80], aligning: [80, 90], diarizing: [90, 100],
-    complete: [100, 100]
-  };
+  // How much of the row's bar each known stage takes: stage percentages restart at 0, the bar only
+  // moves forward through the stages. Undeclared weights share what is left evenly.
+  var WEIGHT = { uploading: 10, queued: 2, transcribing: 68, aligning: 10, diarizing: 10 };
+  // The declared stages in order (PROGRESS["STAGES"], from the page's options; every snapshot repeats
+  // them), and where each sits on the bar.
+  var STEPS = [], SPAN = {};
+
+  function declare(stages) {
+    if (!stages || !stages.length) return;
+    STEPS = stages.filter(function (s) { return s !== "complete"; });
+    var known = 0, unknown = 0;
+    STEPS.forEach(function (s) { if (WEIGHT[s] != null) known += WEIGHT[s]; else unknown += 1; });
+    var share = unknown ? Math.max(0, 100 - known) / unknown : 0, scale = 100 / (known + share * unknown || 1);
+    var at = 0;
+    SPAN = { complete: [100, 100] };
+    STEPS.forEach(function (s) {
+      var width = (WEIGHT[s] != null ? WEIGHT[s] : share) * scale;
+      SPAN[s] = [at, at + width];
+      at += width;
+    });
+  }
+
+  function label(stage) {
+    return LABELS[stage] || stage.charAt(0).toUpperCase() + stage.slice(1).replace(/_/g, " ");
+  }
 
   function clock(seconds) {
     seconds = Math.max(0, Math.round(seconds));
@@ -30,6 +49,7 @@
   function Row(page, list, opts) {
     this.page = page;
     this.options = page.options;
+    if (!STEPS.length) declare(page.options.stages);
     this.el = document.getElementById("row-template").content.firstElementChild.cloneNode(true);
     this.q = function (sel) { return this.el.querySelector(sel); };
     this.name = opts.name || "";
@@ -82,6 +102,7 @@
     if (task.stage) this.show(task.stage, task.percentage || 0, null, task.attempt || 1);
     this.client = new TaskProgress(task.task_id, {
       snapshot: function (s) {
+        declare(s.stages);
         self.walk(s.history || [], s.attempt, s.stage);
         if (s.status === "failed" && s.error) self.fail(s.error, s.attempt);
         else if (s.status === "cancelled") self.cancelled(s.attempt);
@@ -126,11 +147,11 @@
     var span = SPAN[stage] || [0, 100];
     this.bar(span[0] + (span[1] - span[0]) * percentage / 100);
     var step = STEPS.indexOf(stage) + 1;
-    this.badge(LABELS[stage] + " · step " + step + " of " + STEPS.length, "running");
+    this.badge(label(stage) + " · step " + step + " of " + STEPS.length, "running");
     this.q(".row-percent").textContent = percentage + "%";
     this.q(".row-message").textContent = message || "";
     this.el.dataset.stage = stage;
-    if (stage !== this.stage) { this.stage = stage; this.announce(LABELS[stage] + ", step " + step + " of " + STEPS.length); }
+    if (stage !== this.stage) { this.stage = stage; this.announce(label(stage) + ", step " + step + " of " + STEPS.length); }
     this.q(".cancel").hidden = !this.owned;
     this.live = true;  // seen running here: its end is news (the title, a notification)
     if (stage !== "queued") delete this.el.dataset.place;
@@ -167,7 +188,7 @@
   // Time left, from the bar's pace since the job started working (not while it waits in the queue).
   Row.prototype.estimate = function () {
     var now = Date.now(), eta = this.q(".row-eta");
-    if (STEPS.indexOf(this.stage) < 2) { eta.textContent = ""; return; }
+    if (STEPS.indexOf(this.stage) <= STEPS.indexOf("queued")) { eta.textContent = ""; return; }
     if (!this.rateFrom) { this.rateFrom = { t: now, v: this.best }; return; }
     var dt = (now - this.rateFrom.t) / 1000, dv = this.best - this.rateFrom.v;
     if (dt < 3 || dv <= 0) return;
@@ -181,10 +202,10 @@
     box.hidden = sent >= total;
     box.querySelector(".bar-fill").style.transform = "scaleX(" + (total ? sent / total : 0) + ")";
     if (this.stage === null || this.stage === "uploading") {
-      this.badge("Uploading · step 1 of " + STEPS.length, "running");
+      this.badge(label("uploading") + " · step " + (STEPS.indexOf("uploading") + 1) + " of " + STEPS.length, "running");
       this.q(".row-percent").textContent = Math.floor(100 * sent / total) + "%";
       this.q(".row-message").textContent = size(sent) + " of " + size(total) + " sent";
-      this.bar(SPAN.uploading[1] * sent / total);
+      this.bar((SPAN.uploading || [0, 0])[1] * sent / total);
     }
   };
 
