@@ -13,22 +13,35 @@ import logging
 import math
 import weakref
 from collections.abc import Callable, Hashable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 log = logging.getLogger("progress")
 
 T = TypeVar("T", bound=Hashable)
 
 
+class Handle(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """What the wheel needs of an event loop: its time, and a call at a time of it."""
+
+    def time(self) -> float: ...
+    def call_at(self, when: float, callback: Callable[[], object], /) -> Handle: ...
+
+
 class TimerWheel(Generic[T]):
     """Calls ``fire(target)`` for each target once its due time has passed, from the loop's own timer."""
 
-    def __init__(self, fire: Callable[[T], None], resolution: float) -> None:
+    def __init__(self, fire: Callable[[T], None], resolution: float, clock: Clock | None = None) -> None:
         self.fire = fire
         self.resolution = resolution
+        self.clock = clock
+        """The loop whose timer it uses (tests pass a fake); None: the running loop."""
         self.slots: dict[int, set[T]] = {}
         self.pending: list[int] = []  # the slots' numbers, as a heap
-        self.armed: tuple[int, asyncio.TimerHandle] | None = None
+        self.armed: tuple[int, Handle] | None = None
 
     def add(self, when: float, target: T) -> int:
         """Fire ``target`` at loop time ``when`` (rounded up to a slot); returns the slot, for discard()."""
@@ -57,12 +70,14 @@ class TimerWheel(Generic[T]):
             if self.armed[0] <= first:
                 return
             self.armed[1].cancel()
-        loop = asyncio.get_running_loop()
-        self.armed = (first, loop.call_at(first * self.resolution, self._run))
+        self.armed = (first, self._clock().call_at(first * self.resolution, self._run))
+
+    def _clock(self) -> Clock:
+        return self.clock if self.clock is not None else asyncio.get_running_loop()
 
     def _run(self) -> None:
         self.armed = None
-        now = asyncio.get_running_loop().time()
+        now = self._clock().time()
         while self.pending and self.pending[0] * self.resolution <= now:
             for target in self.slots.pop(heapq.heappop(self.pending), ()):
                 try:

@@ -17,6 +17,7 @@ PY
 SECRET_KEY=${SECRET_KEY:-test-$(python3 -c 'import secrets; print(secrets.token_urlsafe(40))')}
 export SECRET_KEY
 exec .venv-newest/bin/python -m pytest -q -p no:cacheprovider \
-  tests/test_layers.py tests/test_layers_interop.py tests/test_redis_layer.py tests/test_consumers.py \
-  tests/test_consumers_hostile.py tests/test_inbox.py tests/test_routing.py tests/test_sender.py \
-  tests/test_timers.py tests/test_public_apis.py "$@"
+  tests/system/test_layers.py tests/system/test_layers_interop.py tests/system/test_redis_layer.py \
+  tests/system/test_consumers.py tests/system/test_consumers_hostile.py tests/system/test_inbox.py \
+  tests/system/test_sender.py tests/unit/test_routing.py tests/unit/test_timers.py tests/unit/test_watcher.py \
+  tests/unit/test_public_apis.py "$@"

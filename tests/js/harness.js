@@ -1,4 +1,4 @@
-// For tests/test_client_js.py: a WebSocket stand-in the test drives, a fetch that answers what the test
+// For tests/system/test_client_js.py: a WebSocket stand-in the test drives, a fetch that answers what the test
 // sets, and a client whose every event is recorded. random() is 0.5: jittered delays are 0.75 of their bound.
 window.sockets = [];
 window.events = [];

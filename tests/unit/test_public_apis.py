@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "progress"
+PACKAGE = Path(__file__).resolve().parents[2] / "progress"
 
 # Underscored names that are documented public API of the package that owns them.
 DOCUMENTED = {

@@ -82,7 +82,8 @@ async def test_sender_without_linger_sends_everything(
 
 async def test_sender_coalesced_then_sent_reports_are_not_stranded(pubsub_layer: RedisServer, settings: Any):
     # A coalesced report hands over only a flush; the loop must still wake for the next send.
-    settings.PROGRESS = {**settings.PROGRESS, "MAX_UPDATES_PER_SECOND": 5}
+    # A 1 s window, so the 0.05 s pauses below stay inside it on a loaded machine.
+    settings.PROGRESS = {**settings.PROGRESS, "MAX_UPDATES_PER_SECOND": 1}
     channel = await _subscribe("job1")
 
     def work() -> None:
@@ -123,7 +124,7 @@ class SwallowingLayer(InMemoryChannelLayer):  # type: ignore[misc]
 
 
 async def test_sender_cancelled_while_a_layer_swallows_it_still_ends(settings: Any):
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "tests.test_sender.SwallowingLayer"}}
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "tests.system.test_sender.SwallowingLayer"}}
     channel_layers.backends = {}
     own = sender.Sender(asyncio.get_running_loop())
     own.put(

@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.test import Client
 
 from progress import report_error, watch_token
-from tests.test_results import owned_task
+from tests.unit.test_results import owned_task
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_progress")]
 

@@ -104,7 +104,7 @@ async def test_runserver_foreign_origin_refused(embedded_server: processes.Serve
 
 
 def test_runserver_drops_a_client_that_answers_no_ping(embedded_server: processes.Server):
-    from tests.test_hostile_servers import drain_until_closed, stuck_client
+    from tests.system.test_hostile_servers import drain_until_closed, stuck_client
 
     # runserver is daphne with prompt pings (every 5 s, 10 s to answer): daphne gives the application
     # no backpressure, so its ping is what ends a client that stopped reading, which answers none.

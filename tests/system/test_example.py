@@ -21,7 +21,7 @@ from tests.processes import free_port, server_args, stop, wait_for_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = ["queued", "fetching", "rendering", "complete"]
 
 

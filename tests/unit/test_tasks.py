@@ -13,7 +13,7 @@ from progress.models import Task
 from progress.queue import claim_next
 from progress.schemas import utcnow
 
-AUDIO_APP = Path(__file__).resolve().parent.parent / "transcription"
+AUDIO_APP = Path(__file__).resolve().parents[2] / "transcription"
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_progress")]
 

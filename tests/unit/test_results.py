@@ -9,7 +9,7 @@ from django.test import Client
 
 from progress import report_error, report_progress, start_task, watch_token
 from progress.views import NOT_FOUND_BODY
-from tests.test_formats import RESULT
+from tests.unit.test_formats import RESULT
 from transcription.models import Transcription
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_progress")]

@@ -22,7 +22,7 @@ from tests.conftest import RedisServer, receive, watching
 
 pytestmark = pytest.mark.redis
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def stock(command: str, hosts: list[RedisServer], group: str, argument: str) -> subprocess.Popen[str]:

@@ -11,7 +11,7 @@ from progress.conf import from_environ, get_settings
 from progress.stages import COMPLETE, DEFAULT, QUEUED, Stages
 from transcription.stages import STAGES as AUDIO_STAGES
 
-PROGRESS_APP = Path(__file__).resolve().parent.parent / "progress"
+PROGRESS_APP = Path(__file__).resolve().parents[2] / "progress"
 
 
 def test_stages_declared_end_with_complete():

@@ -59,8 +59,13 @@ async def test_metrics_after_a_scripted_session(tmp_path: Path, redis_server: Re
                 await asyncio.wait_for(ws.recv(), 30)  # a delivered frame
             stale = ("m1", "queued", 0)  # a lower stage: ignored
             await asyncio.to_thread(publisher.progress, *stale, changed=False)
-            await asyncio.sleep(0.5)
-            text = await asyncio.to_thread(scrape, server.url("/metrics"))
+            # The server counts the close once its cleanup has run: poll for it, with a bound.
+            closed = ("progress_websocket_closes_total", (("code", "1000"),))
+            for _ in range(300):
+                text = await asyncio.to_thread(scrape, server.url("/metrics"))
+                if samples(text).get(closed):
+                    break
+                await asyncio.sleep(0.1)
     finally:
         publisher.close()
     found = samples(text)
