@@ -34,6 +34,9 @@ log = logging.getLogger("progress")
 Item = tuple[Any, "asyncio.Future[None] | None"]
 """A message and the future its reader waits on until it is dispatched (None: nobody waits)."""
 
+_READERS_TIMEOUT = 5.0
+"""How long a closed socket waits for its readers to end (they are cancelled; a layer may be slow to stop)."""
+
 _COMPACT_AT = 64
 """Dispatched items kept at the list's head before it is shortened (a list's pop(0) is O(n))."""
 
@@ -199,14 +202,20 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             self.loop_ended()
             for reader in readers:
                 reader.cancel()
-            await asyncio.gather(*readers, return_exceptions=True)
-            await self.cleanup()
-            if pushed:
-                await self._discard_channel()
-            # What refers back to the consumer goes, so closing a socket frees it without waiting
-            # for a full garbage collection (which the servers' GC policy makes rare).
-            self.loop_task = None
-            del self.base_send
+            try:
+                # Before waiting for the readers: a layer's receive can take a while to give up (a
+                # blocking Redis read), and a server may cancel this task meanwhile (daphne does, after
+                # its close timeout). The cleanup's own first steps (the address's slot, the kept view)
+                # come before its first await, so a cancel cannot skip them.
+                await self.cleanup()
+                if pushed:
+                    await self._discard_channel()
+            finally:
+                # What refers back to the consumer goes, so closing a socket frees it without waiting
+                # for a full garbage collection (which the servers' GC policy makes rare).
+                self.loop_task = None
+                del self.base_send
+                await asyncio.wait(readers, timeout=_READERS_TIMEOUT)
 
     async def send_or_gone(self, message: dict[str, Any]) -> None:
         """The server's send, where a failure means the client is gone (raised as ClientGone)."""

@@ -15,10 +15,8 @@ import asyncio
 import weakref
 from dataclasses import dataclass
 
-from asgiref.sync import sync_to_async
-
 from . import store
-from .db import db_call
+from .db import adb_call
 from .models import Task, TaskEvent
 from .schemas import StageTransition, TaskStatus
 
@@ -146,13 +144,8 @@ class Views:
 
 
 async def _load(task_id: str) -> View | None:
-    """``read()`` on Django's thread-sensitive worker, in turn with the process's other database work.
-
-    Reads on other threads gained little once each task is read once per process, and the
-    delivery property tests failed intermittently with them (the cause is not found yet).
-    """
-    view: View | None = await sync_to_async(db_call)(read, task_id)
-    return view
+    """``read()`` in a worker thread of its own, beside the access checks on Django's shared one."""
+    return await adb_call(read, task_id)
 
 
 _views: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Views] = weakref.WeakKeyDictionary()

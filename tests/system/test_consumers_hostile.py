@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, channel_layers, get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.sessions.backends.db import SessionStore
 from hypothesis import HealthCheck, given
@@ -27,7 +27,7 @@ from progress.schemas import (
     SnapshotMessage,
     parse_server_message,
 )
-from tests.conftest import ORIGIN, application, receive, watching
+from tests.conftest import ORIGIN, application, receive, watching, with_token
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_progress")]
 
@@ -295,3 +295,29 @@ async def test_hostile_client_gone_mid_send_ends_quietly(caplog):
     assert "went away while the server sent" in caplog.text
     assert "a consumer failed" not in caplog.text
     assert open_sockets.counts == {}
+
+
+class SlowToStopLayer(InMemoryChannelLayer):  # type: ignore[misc]
+    """A layer whose receive takes a while to give up when cancelled, as a blocking Redis read can."""
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        try:
+            return await super().receive(channel)  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            await asyncio.shield(asyncio.sleep(2))
+            raise
+
+
+async def test_hostile_server_cancelling_a_closing_consumer_still_frees_its_slot_and_group(settings):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "tests.system.test_consumers_hostile.SlowToStopLayer"}}
+    channel_layers.backends = {}
+    await areport_progress("job1", "queued", 0)
+    communicator = WebsocketCommunicator(application(), with_token("/ws/tasks/job1/"), headers=[ORIGIN])
+    assert (await communicator.connect())[0]
+    assert isinstance(await receive(communicator), SnapshotMessage)
+    assert open_sockets.counts == {"unknown": 1}
+    # The communicator cancels the application after its timeout, as daphne does after its own.
+    await communicator.disconnect(timeout=0.2)
+    assert open_sockets.counts == {}
+    layer: Any = get_channel_layer()
+    assert not layer.groups.get("task.job1")

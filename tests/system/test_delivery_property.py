@@ -15,6 +15,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from progress import areport_error, areport_progress, arestart_task, report_error, report_progress
+from progress.limits import open_sockets
 from progress.models import Task, TaskEvent
 from progress.schemas import (
     CancelledMessage,
@@ -208,6 +209,12 @@ async def _check(script: list[Op]) -> None:
         assert watcher.last == final
         assert watcher.frames[-1][1] == events[final] if watcher.frames else watcher.baseline == final
         assert watcher.close_codes[-1] == 1000
+    # Every closed socket gave back its address's slot (its cleanup ran, however its loop ended).
+    for _ in range(100):
+        if not open_sockets.counts.get("unknown"):
+            break
+        await asyncio.sleep(0.02)
+    assert open_sockets.counts.get("unknown", 0) == 0, open_sockets.counts
 
 
 _examples = hypothesis_settings(
