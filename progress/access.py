@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from importlib import import_module
 from types import SimpleNamespace
 from typing import Any, cast
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from django.apps import apps
@@ -158,6 +159,12 @@ def adopt_session_tasks(sender: Any, request: HttpRequest, user: Any, **kwargs: 
 def may_read(owner: str, owners: Iterable[str]) -> bool:
     """Whether a requester holding ``owners`` owns a task whose owner is ``owner`` (empty: nobody)."""
     return bool(owner) and owner in owners
+
+
+def query_param(scope: Mapping[str, Any], name: str) -> str | None:
+    """The last value of ``name`` in a connection's query string, if any."""
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name)
+    return values[-1] if values else None
 
 
 def _scope_owns(task_id: str, scope: Mapping[str, Any]) -> bool:

@@ -10,19 +10,19 @@ import asyncio
 import logging
 import time
 from typing import Any
-from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
 
 from . import collect, metrics, shutdown, store
-from .access import may_watch
+from .access import may_watch, query_param
 from .conf import get_settings
-from .heartbeat import TICK, Heartbeat, newest_seq
+from .heartbeat import TICK, Heartbeat
 from .inbox import ClientGone, InboxConsumer
 from .limits import FrameBucket, client_address, open_sockets
+from .logs import SocketLog
 from .loops import bind_server_loop
 from .schemas import HeartbeatMessage
-from .snapshots import View, Views, views
+from .snapshots import Views, views
 from .watcher import (
     CLOSE_LAYER_DOWN,
     CLOSE_NORMAL,
@@ -46,45 +46,32 @@ class TaskProgressConsumer(InboxConsumer):
         super().__init__(**kwargs)
         self.task_id = ""
         self.client = ""
-        self.watcher: Watcher | None = None
-        self.group: str | None = None
-        """The task's group, once joined (left at cleanup)."""
-        self.counted = False
-        """Whether the socket counts against its address's limit (released at cleanup)."""
-        self.watching = False
-        """Whether the process's kept view of the task counts this socket (progress.snapshots)."""
-        self.connected_at: float | None = None
-        self.close_code: int | None = None
+        self.log = SocketLog("", "")
+        settings = get_settings()
+        frames = FrameBucket(asyncio.get_running_loop().time())
+        self.watcher = Watcher(frames, settings.MAX_FRAME_BYTES, settings.MAX_PROTOCOL_ERRORS)
         self.heartbeat: Heartbeat | None = None
         self.views: Views = views()
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """Refuse the handshake at once while this process stops; otherwise the consumer's loop."""
-        if shutdown.draining():
-            # Refused at the handshake, before any work: told "restart" instead, every client came
-            # straight back to this process while it closed its sockets, and kept it too busy to
-            # finish. A refused client backs off and reaches another process (or this one's successor).
-            if (await receive())["type"] == "websocket.connect":
-                await send({"type": "websocket.close"})
-            return
-        await super().__call__(scope, receive, send)
+        # What cleanup undoes: the task's group joined, the address's slot counted, the kept view watched.
+        self.group: str | None = None
+        self.counted = False
+        self.watching = False
+        self.connected_at: float | None = None
+        self.close_code: int | None = None
 
     async def connect(self) -> None:
         """Check the client may watch, join the task's group, then send what the watcher has not seen."""
         bind_server_loop()
         self.task_id = self.scope["url_route"]["kwargs"]["task_id"]
         self.client = client_address(self.scope)
-        settings = get_settings()
-        frames = FrameBucket(asyncio.get_running_loop().time())
-        watcher = self.watcher = Watcher(frames, settings.MAX_FRAME_BYTES, settings.MAX_PROTOCOL_ERRORS)
+        self.log = SocketLog(self.task_id, self.client)
         if not open_sockets.acquire(self.client):
-            await self._refuse(Close(CLOSE_TOO_MANY_SOCKETS, "holds too many sockets"))
+            await self._end(Close(CLOSE_TOO_MANY_SOCKETS, "holds too many sockets"), accept=True)
             return
         self.counted = True
-        if not await may_watch(self.task_id, self.scope, self._query("token")):
-            message = "progress: refused a watcher of %s from %s"
-            log.info(message, self.task_id, self.client, extra=self._extra(code=CLOSE_NOT_FOUND))
-            await self._refuse(Close(CLOSE_NOT_FOUND))
+        if not await may_watch(self.task_id, self.scope, query_param(self.scope, "token")):
+            self.log.refused(CLOSE_NOT_FOUND)
+            await self._end(Close(CLOSE_NOT_FOUND), accept=True)
             return
         if self.layer_down is not None:  # the socket has no channel: nothing to join or leave
             await self._layer_unavailable(self.layer_down)
@@ -96,7 +83,7 @@ class TaskProgressConsumer(InboxConsumer):
         shutdown.track(self)
         self.connected_at = time.monotonic()
         metrics.CONNECTIONS.inc()
-        log.info("progress: watcher of %s connected from %s", self.task_id, self.client, extra=self._extra())
+        self.log.connected()
         # Joining before reading the state means nothing published in between is lost;
         # what arrives twice is dropped by seq in task_event().
         try:
@@ -111,44 +98,30 @@ class TaskProgressConsumer(InboxConsumer):
             self.views.watch(self.task_id)
             self.watching = True
         await self.accept()
-        await self._do(watcher.begin(self._query("last_seq")))
+        await self._do(self.watcher.begin(query_param(self.scope, "last_seq")))
         await self._catch_up(Read.KEPT)
-        if not watcher.finished:
-            self.heartbeat = Heartbeat(self.inbox)
+        if not self.watcher.finished:
+            self.heartbeat = Heartbeat(self.inbox, self.task_id)
             self.heartbeat.start(asyncio.get_running_loop().time())
-
-    async def _refuse(self, close: Close) -> None:
-        await self.accept()
-        assert self.watcher is not None
-        await self._do(self.watcher.finish(close.code, close.why))
 
     async def _layer_unavailable(self, exc: Exception) -> None:
         metrics.LAYER_ERRORS.inc()
         log.warning("progress: channel layer unavailable, watcher of %s sent away: %r", self.task_id, exc)
-        await self._refuse(Close(CLOSE_LAYER_DOWN))
+        await self._end(Close(CLOSE_LAYER_DOWN), accept=True)
 
     async def layer_failed(self, message: dict[str, Any]) -> None:
         """Live delivery is broken: close with 4503, and the client resumes with ?last_seq."""
         metrics.LAYER_ERRORS.inc()
         await self._end(Close(CLOSE_LAYER_DOWN))
 
-    def _query(self, name: str) -> str | None:
-        values = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get(name)
-        return values[-1] if values else None
-
     async def _catch_up(self, read: Read) -> None:
-        """Read the task's view as the watcher asks, and send what it says."""
-        assert self.watcher is not None
-        view = await self._view(read)
-        if self.pushed and read is Read.KEPT and self.watcher.wants_fresher(view):
+        """Read the task's view as the watcher asks, and send what it says. The process's kept view
+        serves where the layer pushes (progress.snapshots); otherwise each socket reads its own."""
+        fresh = read is Read.FRESH or not self.pushed
+        view = await (self.views.fresh(self.task_id) if fresh else self.views.get(self.task_id))
+        if not fresh and self.watcher.wants_fresher(view):
             view = await self.views.fresh(self.task_id)  # the kept view may be behind the database
         await self._do(self.watcher.view_read(view))
-
-    async def _view(self, read: Read) -> View | None:
-        """The task's view: the process's kept one where the layer pushes, else read for this socket."""
-        if read is Read.FRESH or not self.pushed:
-            return await self.views.fresh(self.task_id)
-        return await self.views.get(self.task_id)
 
     async def _do(self, effects: list[Effect]) -> None:
         """Send the watcher's frames, and make its close."""
@@ -160,16 +133,16 @@ class TaskProgressConsumer(InboxConsumer):
 
     async def _closed_by_watcher(self, close: Close) -> None:
         if close.why is not None:
-            message = "progress: client %s %s; closed a watcher of %s"
-            log.warning(message, self.client, close.why, self.task_id, extra=self._extra(code=close.code))
+            self.log.limited(close.why, close.code)
         self.close_code = close.code
         self._stop_heartbeat()
         await self.close(close.code)
 
-    async def _end(self, close: Close) -> None:
-        """End the watch from outside the watcher's rules (deleted, the layer failed)."""
-        if self.watcher is not None:
-            await self._do(self.watcher.finish(close.code, close.why))
+    async def _end(self, close: Close, accept: bool = False) -> None:
+        """End the watch from outside the watcher's rules (refused, deleted, the layer failed)."""
+        if accept:
+            await self.accept()
+        await self._do(self.watcher.finish(close.code, close.why))
 
     def _pushed(self, message: dict[str, Any]) -> None:
         # On arrival, not at dispatch: a socket joining meanwhile must not be sent an older view.
@@ -178,13 +151,9 @@ class TaskProgressConsumer(InboxConsumer):
         super()._pushed(message)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        """Route every message to its handler, as Channels does, without its aclose_old_connections().
-
-        Channels awaits that before every handler: a hop to Django's one thread-sensitive worker per
-        message, which capped fan-out and queued every connect and close behind the others. No handler
-        here touches the database on the loop: their reads run in worker threads that close stale
-        connections themselves (``database_sync_to_async``, ``db.db_call``).
-        """
+        """Route every message to its handler, as Channels does, without its aclose_old_connections():
+        a hop to Django's one shared worker per message. No handler here touches the database on the
+        loop; their reads run in worker threads that close stale connections themselves."""
         kind = message["type"]
         if kind == "task.event":
             await self.task_event(message)
@@ -198,7 +167,6 @@ class TaskProgressConsumer(InboxConsumer):
 
     async def task_event(self, event: dict[str, Any]) -> None:
         """A message published to the task's group: forward it if it is the next one."""
-        assert self.watcher is not None
         action = self.watcher.event(event["seq"], event["prev_seq"], event["final"])
         if action is Event.SKIP:
             return
@@ -216,7 +184,7 @@ class TaskProgressConsumer(InboxConsumer):
 
     async def task_queue(self, message: dict[str, Any]) -> None:
         """The task's place in line changed: forward it (it has no seq; a newer one replaces it)."""
-        if self.watcher is not None and not self.watcher.finished:
+        if not self.watcher.finished:
             await self.send(text_data=message["text"])
 
     async def task_deleted(self, message: dict[str, Any]) -> None:
@@ -234,25 +202,14 @@ class TaskProgressConsumer(InboxConsumer):
     async def heartbeat_tick(self, message: dict[str, Any]) -> None:
         """The heartbeat timer is due: send a heartbeat, and look for anything the live path lost."""
         beat = self.heartbeat
-        if beat is None or not beat.running or self.watcher is None or self.watcher.finished:
+        if beat is None or not beat.running or self.watcher.finished:
             return
         await self.send(text_data=HeartbeatMessage().model_dump_json())
         beat.next()
-        # The read is shared and may take a while: its answer comes back through the inbox.
-        newest_seq(self.task_id).add_done_callback(self._seq_read)
-
-    def _seq_read(self, read: asyncio.Future[int]) -> None:
-        if read.cancelled():
-            return
-        error = read.exception()
-        if error is not None:
-            log.error("progress: could not check task %s for missed messages", self.task_id, exc_info=error)
-            return
-        self.inbox.put({"type": "heartbeat.checked", "seq": read.result()})
+        beat.check()
 
     async def heartbeat_checked(self, message: dict[str, Any]) -> None:
         """The task's newest seq, read at a heartbeat: catch up if the live path lost something."""
-        assert self.watcher is not None
         decision = self.watcher.checked(message["seq"])
         if isinstance(decision, Close):
             await self._closed_by_watcher(decision)
@@ -266,30 +223,17 @@ class TaskProgressConsumer(InboxConsumer):
         self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
     ) -> None:
         """A client frame: answered by the watcher's rules, so bad input never closes with 1011."""
-        if self.watcher is not None:
-            await self._do(self.watcher.frame(asyncio.get_running_loop().time(), text_data))
+        await self._do(self.watcher.frame(asyncio.get_running_loop().time(), text_data))
 
     def too_slow(self) -> None:
         """More than MAX_QUEUED_BYTES wait for this socket: it is dropped, and may resume by seq."""
-        what = f"did not take its frames (over {get_settings().MAX_QUEUED_BYTES} bytes queued)"
-        message = "progress: client %s %s; closed a watcher of %s"
-        log.warning(message, self.client, what, self.task_id, extra=self._extra(code=CLOSE_TOO_SLOW))
-
-    def _extra(self, **more: Any) -> dict[str, Any]:
-        """Fields of this socket's log lines (fields of their own with LOG_FORMAT=json)."""
-        return {"task_id": self.task_id, "client": self.client, **more}
-
-    async def restart(self) -> None:
-        """The process is stopping: close with the restart code, and wait until the socket is gone
-        (the client answered the close), so the close frame is not lost with the process."""
-        self.inbox.put({"type": "server.restart"})
-        if self.loop_task is not None:
-            await asyncio.wait([self.loop_task])
+        limit = get_settings().MAX_QUEUED_BYTES
+        self.log.limited(f"did not take its frames (over {limit} bytes queued)", CLOSE_TOO_SLOW)
 
     async def server_restart(self, message: dict[str, Any]) -> None:
-        """In turn with the rest of the socket's messages, so no frame is cut."""
+        """The process is stopping (``restart()``): close with the restart code."""
         code = shutdown.restart_code()
-        if self.watcher is None or not self.watcher.finish(code):
+        if not self.watcher.finish(code):
             return
         self.close_code = code
         self._stop_heartbeat()
@@ -307,10 +251,7 @@ class TaskProgressConsumer(InboxConsumer):
     async def cleanup(self) -> None:
         """The socket is gone, however its loop ended: leave the group, free the address's slot."""
         if self.connected_at is not None:
-            duration = round(time.monotonic() - self.connected_at, 3)
-            message = "progress: watcher of %s closed (%s) after %.1f s"
-            extra = self._extra(code=self.close_code, duration_s=duration)
-            log.info(message, self.task_id, self.close_code, duration, extra=extra)
+            self.log.closed(self.close_code, round(time.monotonic() - self.connected_at, 3))
             metrics.CONNECTIONS.dec()
         if self.close_code is not None or self.connected_at is not None:
             metrics.CLOSES.labels(str(self.close_code)).inc()

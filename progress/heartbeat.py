@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 
 from channels.db import database_sync_to_async
@@ -10,6 +11,8 @@ from channels.db import database_sync_to_async
 from .conf import get_settings
 from .inbox import Inbox
 from .timers import TimerWheel, resolution_for, wheel
+
+log = logging.getLogger("progress")
 
 TICK = {"type": "heartbeat.tick"}
 """Put into a consumer's inbox by the wheel, so the heartbeat goes out in turn with the rest."""
@@ -22,10 +25,11 @@ def _tick(inbox: Inbox) -> None:
 class Heartbeat:
     """One socket's heartbeats, on a fixed cadence: a late one must not push every later one back."""
 
-    __slots__ = ("due", "inbox", "slot", "wheel")
+    __slots__ = ("due", "inbox", "slot", "task_id", "wheel")
 
-    def __init__(self, inbox: Inbox) -> None:
+    def __init__(self, inbox: Inbox, task_id: str) -> None:
         self.inbox = inbox
+        self.task_id = task_id
         self.due = 0.0
         self.slot: int | None = None
         self.wheel: TimerWheel[Inbox] | None = None
@@ -46,6 +50,20 @@ class Heartbeat:
         self.due += interval
         self.wheel = wheel(_tick, resolution_for(interval))
         self.slot = self.wheel.add(self.due, self.inbox)
+
+    def check(self) -> None:
+        """Read the task's newest seq (a read shared in the process): it comes back to the inbox as
+        ``heartbeat.checked``, so a slow read holds up nothing."""
+        newest_seq(self.task_id).add_done_callback(self._checked)
+
+    def _checked(self, read: asyncio.Future[int]) -> None:
+        if read.cancelled():
+            return
+        error = read.exception()
+        if error is not None:
+            log.error("progress: could not check task %s for missed messages", self.task_id, exc_info=error)
+            return
+        self.inbox.put({"type": "heartbeat.checked", "seq": read.result()})
 
     def stop(self) -> None:
         """No more ticks."""

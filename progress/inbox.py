@@ -26,6 +26,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 
+from . import shutdown
 from .conf import get_settings
 from .extensions import has_extension
 
@@ -132,7 +133,16 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     """Why the socket got no channel (a pub/sub layer subscribes it at once; Redis was down)."""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """Channels' consumer loop: every source puts its messages into one inbox, dispatched in turn."""
+        """Channels' consumer loop: every source puts its messages into one inbox, dispatched in turn.
+
+        While the process stops, the handshake is refused at once, before any work: told "restart"
+        instead, every client came straight back to the stopping process and kept it too busy to
+        finish. A refused client backs off and reaches another process (or this one's successor).
+        """
+        if shutdown.draining():
+            if (await receive())["type"] == "websocket.connect":
+                await send({"type": "websocket.close"})
+            return
         # Same order as Channels: both sources are read from the start, one message at a time, and
         # dispatched one after another. Channels' await_many_dispatch made a task and an
         # asyncio.wait() per message per socket instead (see docs/performance.md).
@@ -250,6 +260,13 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 self.loop_task.cancel()
             return
         self.inbox.put(message)
+
+    async def restart(self) -> None:
+        """The process is stopping: ``server.restart`` goes in turn with the socket's other messages, so no
+        frame is cut; returns once the socket is gone, so the close frame is not lost with the process."""
+        self.inbox.put({"type": "server.restart"})
+        if self.loop_task is not None:
+            await asyncio.wait([self.loop_task])
 
     def too_slow(self) -> None:
         """Hook: the socket is dropped because its client does not take its frames."""

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["SERVER_LOGGERS", "JsonFormatter", "RedactSecrets", "redact", "redact_server_logs"]
+__all__ = ["SERVER_LOGGERS", "JsonFormatter", "RedactSecrets", "SocketLog", "redact", "redact_server_logs"]
 
 _SECRET_PARAM = re.compile(r"([?&;](?:token|api_key|key)=)[^&;\s\"']+", re.IGNORECASE)
 SERVER_LOGGERS = ("uvicorn.access", "uvicorn.error", "django.channels.server", "daphne", "django.request")
@@ -74,3 +74,36 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
+
+
+_log = logging.getLogger("progress")
+
+
+class SocketLog:
+    """One watcher's log lines, each with its task and client as fields (of their own in JSON)."""
+
+    __slots__ = ("client", "task_id")
+
+    def __init__(self, task_id: str, client: str) -> None:
+        self.task_id = task_id
+        self.client = client
+
+    def _extra(self, **more: Any) -> dict[str, Any]:
+        return {"task_id": self.task_id, "client": self.client, **more}
+
+    def connected(self) -> None:
+        _log.info("progress: watcher of %s connected from %s", self.task_id, self.client, extra=self._extra())
+
+    def refused(self, code: int) -> None:
+        message = "progress: refused a watcher of %s from %s"
+        _log.info(message, self.task_id, self.client, extra=self._extra(code=code))
+
+    def limited(self, why: str, code: int) -> None:
+        """The client broke a limit (progress.limits) and its socket is closed with ``code``."""
+        message = "progress: client %s %s; closed a watcher of %s"
+        _log.warning(message, self.client, why, self.task_id, extra=self._extra(code=code))
+
+    def closed(self, code: int | None, duration: float) -> None:
+        message = "progress: watcher of %s closed (%s) after %.1f s"
+        extra = self._extra(code=code, duration_s=duration)
+        _log.info(message, self.task_id, code, duration, extra=extra)
