@@ -23,6 +23,7 @@ from django.core import signing
 from django.http import HttpRequest
 
 from .conf import get_settings
+from .keys import authenticate, bearer_of_headers
 
 __all__ = [
     "adopt_session_tasks",
@@ -79,7 +80,12 @@ def owners_of_scope(scope: Mapping[str, Any]) -> frozenset[str]:
 
     A project that wraps its routes in Channels' ``AuthMiddlewareStack`` has ``session`` and ``user``
     in the scope already; otherwise the session is loaded from the cookie as Django's middleware would.
+    A bearer API key in the headers (a script's socket) counts instead of any cookie.
     """
+    key = bearer_of_headers(scope.get("headers", ()))
+    if key is not None:
+        row = authenticate(key)
+        return _owners(None, row.user) if row is not None else frozenset()
     if "session" in scope:
         return _owners(scope["session"], scope.get("user"))
     session_key = _cookie(scope, settings.SESSION_COOKIE_NAME)

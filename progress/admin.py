@@ -10,7 +10,8 @@ from django.http import HttpRequest
 from django.utils.timesince import timesince
 
 from .control import cancel_task, delete_task
-from .models import Task, TaskEvent
+from .keys import make_key, revoke
+from .models import ApiKey, Task, TaskEvent
 from .publish import restart_task
 from .signals import task_restarted
 from .state import RESTARTABLE_VALUES
@@ -87,6 +88,43 @@ class TaskAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # not subscriptabl
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         """The task actions, without Django's bulk delete (it would leave the tasks' files behind)."""
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # not subscriptable at run time
+    """Keys are listed with their last use, made here (shown once) and revoked; never edited."""
+
+    list_display = ("prefix", "name", "user", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("revoked_at",)
+    search_fields = ("prefix", "name", "user__username")
+    fields = ("user", "name")
+    actions = ["revoke_keys"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        """A made key changes only by being revoked."""
+        return ["user", "name"] if obj is not None else []
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        """Make the key, and show it once: it is not kept."""
+        if change:
+            return
+        row, key = make_key(obj.user, obj.name)
+        obj.pk = row.pk
+        message = f"The new API key (shown once, copy it now): {key}"
+        self.message_user(request, message, messages.WARNING)
+
+    @admin.action(description="Revoke the selected API keys")
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        """Refuse each key from now on; its row stays, with its last use."""
+        for row in queryset:
+            revoke(row)
+        self.message_user(request, f"Revoked {queryset.count()} key(s).")
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        """Revoke, not delete: a revoked key's row tells when it was last used."""
         actions = super().get_actions(request)
         actions.pop("delete_selected", None)
         return actions

@@ -24,14 +24,16 @@ from .loops import bind_server_loop
 from .schemas import HeartbeatMessage
 from .snapshots import Views, views
 from .watcher import (
+    CATCH_UP,
     CLOSE_LAYER_DOWN,
     CLOSE_NORMAL,
     CLOSE_NOT_FOUND,
     CLOSE_TOO_MANY_SOCKETS,
     CLOSE_TOO_SLOW,
+    SEND,
+    SEND_AND_CLOSE,
     Close,
     Effect,
-    Event,
     Read,
     Watcher,
 )
@@ -168,10 +170,9 @@ class TaskProgressConsumer(InboxConsumer):
     async def task_event(self, event: dict[str, Any]) -> None:
         """A message published to the task's group: forward it if it is the next one."""
         action = self.watcher.event(event["seq"], event["prev_seq"], event["final"])
-        if action is Event.SKIP:
-            return
-        if action is Event.CATCH_UP:  # the database has what the live path lost
-            await self._catch_up(Read.KEPT)
+        if action != SEND and action != SEND_AND_CLOSE:
+            if action == CATCH_UP:  # the database has what the live path lost
+                await self._catch_up(Read.KEPT)
             return
         # The frame is encoded already: straight to the server, past Channels' send wrappers.
         try:
@@ -179,7 +180,7 @@ class TaskProgressConsumer(InboxConsumer):
         except Exception as exc:  # inline rather than base_send's wrapper: this runs per frame
             raise ClientGone(repr(exc)) from exc
         metrics.frame_sent(event)
-        if action is Event.SEND_AND_CLOSE:
+        if action == SEND_AND_CLOSE:
             await self._closed_by_watcher(Close(CLOSE_NORMAL))
 
     async def task_queue(self, message: dict[str, Any]) -> None:

@@ -13,13 +13,20 @@ from typing import Any
 __all__ = ["SERVER_LOGGERS", "JsonFormatter", "RedactSecrets", "SocketLog", "redact", "redact_server_logs"]
 
 _SECRET_PARAM = re.compile(r"([?&;](?:token|api_key|key)=)[^&;\s\"']+", re.IGNORECASE)
+_API_KEY = re.compile(r"\b(tp_[0-9a-f]{8}_)[A-Za-z0-9_-]+")
+_BEARER = re.compile(r"(\bBearer\s+)(?!\[redacted\])\S+", re.IGNORECASE)
 SERVER_LOGGERS = ("uvicorn.access", "uvicorn.error", "django.channels.server", "daphne", "django.request")
 """Loggers whose lines quote request paths with their query strings (access and WebSocket lines)."""
 
 
 def redact(text: str) -> str:
-    """``text`` with every ``token=`` (and key) value of a query string replaced by ``[redacted]``."""
-    return _SECRET_PARAM.sub(r"\1[redacted]", text) if "=" in text else text
+    """``text`` with every ``token=`` (and key) value of a query string, and any API key (progress.keys)
+    or bearer credential, replaced by ``[redacted]``."""
+    if "=" in text:
+        text = _SECRET_PARAM.sub(r"\1[redacted]", text)
+    if "tp_" in text or "earer" in text:
+        text = _API_KEY.sub(r"\1[redacted]", _BEARER.sub(r"\1[redacted]", text))
+    return text
 
 
 def _redacted(value: Any) -> Any:

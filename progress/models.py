@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
 from .schemas import TaskStatus
@@ -71,3 +72,25 @@ class Tombstone(models.Model):
 
     digest = models.CharField(primary_key=True, max_length=64)
     deleted_at = models.DateTimeField()
+
+
+class ApiKey(models.Model):
+    """A key a script or service sends as ``Authorization: Bearer <key>`` to act as its user.
+
+    Only its prefix (to find it, and to tell keys apart in lists) and the SHA-256 of the whole are
+    kept: the key itself is shown once, when it is made (progress.keys)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, blank=True, default="")
+    prefix = models.CharField(max_length=16, unique=True)
+    digest = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    """When it last opened a request (written at most once a minute)."""
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.name or 'unnamed'})"

@@ -16,14 +16,17 @@ from typing import Protocol
 from .schemas import PongMessage, ProtocolErrorCode, ProtocolErrorMessage
 
 __all__ = [
+    "CATCH_UP",
     "CLOSE_LAYER_DOWN",
     "CLOSE_NORMAL",
     "CLOSE_NOT_FOUND",
     "CLOSE_POLICY",
     "CLOSE_TOO_MANY_SOCKETS",
     "CLOSE_TOO_SLOW",
+    "SEND",
+    "SEND_AND_CLOSE",
+    "SKIP",
     "Close",
-    "Event",
     "Read",
     "Watcher",
 ]
@@ -63,13 +66,8 @@ class Read(enum.Enum):
     """The database now: the heartbeat or a resume found the kept view behind."""
 
 
-class Event(enum.Enum):
-    """What to do with a published event (``Watcher.event``)."""
-
-    SKIP = 0
-    SEND = 1
-    SEND_AND_CLOSE = 2
-    CATCH_UP = 3
+SEND, SKIP, SEND_AND_CLOSE, CATCH_UP = range(4)
+"""What to do with a published event (``Watcher.event``): plain ints, as this is asked per frame."""
 
 
 class View(Protocol):
@@ -169,18 +167,18 @@ class Watcher:
             out += self.finish(CLOSE_NORMAL)
         return out
 
-    def event(self, seq: int, prev_seq: int, final: bool) -> Event:
-        """A published event: send it if it is the next one; a gap is caught up from a read."""
+    def event(self, seq: int, prev_seq: int, final: bool) -> int:
+        """A published event: ``SEND`` it if it is the next one; a gap is a ``CATCH_UP`` from a read."""
         if self.finished or seq <= self.last_seq:
-            return Event.SKIP
+            return SKIP
         if prev_seq > self.last_seq:
-            return Event.CATCH_UP  # something between was lost (layer overload, a restart)
+            return CATCH_UP  # something between was lost (layer overload, a restart)
         self.last_seq = seq
         if final:
             self.finished = True
             self.close_code = CLOSE_NORMAL
-            return Event.SEND_AND_CLOSE
-        return Event.SEND
+            return SEND_AND_CLOSE
+        return SEND
 
     def checked(self, newest_seq: int) -> Read | Close | None:
         """The task's newest seq, read at a heartbeat (-1: deleted): catch up, close, or nothing."""

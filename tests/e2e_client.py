@@ -45,8 +45,10 @@ class Http:
     """A script's HTTP session against one server: keeps cookies, sends the CSRF token; ``source`` is
     the loopback address it connects from (127.0.0.1 unless given)."""
 
-    def __init__(self, server: Server, source: str | None = None) -> None:
+    def __init__(self, server: Server, source: str | None = None, key: str | None = None) -> None:
         self.server = server
+        self.key = key
+        """An API key sent as a bearer credential (then no CSRF token is fetched or sent)."""
         self.jar = http.cookiejar.CookieJar()
         handlers: list[Any] = [urllib.request.HTTPCookieProcessor(self.jar)]
         if source is not None:
@@ -67,7 +69,9 @@ class Http:
         request = urllib.request.Request(
             self.server.url(path), data=body, method=method, headers=dict(headers or {})
         )
-        if method != "GET":
+        if self.key is not None:
+            request.add_header("Authorization", f"Bearer {self.key}")
+        elif method != "GET":
             if not self.token:
                 self.token = self.call("GET", "/api/csrf/")[1]["csrf_token"]
             request.add_header("X-CSRFToken", self.token)

@@ -7,12 +7,15 @@ import json
 from progress.limits import FrameBucket
 from progress.snapshots import View
 from progress.watcher import (
+    CATCH_UP,
     CLOSE_NORMAL,
     CLOSE_NOT_FOUND,
     CLOSE_POLICY,
+    SEND,
+    SEND_AND_CLOSE,
+    SKIP,
     Close,
     Effect,
-    Event,
     Read,
     Watcher,
 )
@@ -134,7 +137,7 @@ def test_watcher_event_next_is_sent():
     watcher = make_watcher()
     watcher.begin(None)
     watcher.view_read(make_view(3))
-    assert watcher.event(4, 3, final=False) is Event.SEND
+    assert watcher.event(4, 3, final=False) == SEND
     assert watcher.last_seq == 4
 
 
@@ -142,8 +145,8 @@ def test_watcher_event_seen_already_is_skipped():
     watcher = make_watcher()
     watcher.begin(None)
     watcher.view_read(make_view(3))
-    assert watcher.event(3, 2, final=False) is Event.SKIP
-    assert watcher.event(2, 1, final=False) is Event.SKIP
+    assert watcher.event(3, 2, final=False) == SKIP
+    assert watcher.event(2, 1, final=False) == SKIP
     assert watcher.last_seq == 3
 
 
@@ -151,7 +154,7 @@ def test_watcher_event_after_a_gap_catches_up():
     watcher = make_watcher()
     watcher.begin(None)
     watcher.view_read(make_view(3))
-    assert watcher.event(6, 5, final=False) is Event.CATCH_UP
+    assert watcher.event(6, 5, final=False) == CATCH_UP
     assert watcher.last_seq == 3
     assert kinds(watcher.view_read(make_view(6))) == ["seq 4", "seq 5", "seq 6"]
 
@@ -161,16 +164,16 @@ def test_watcher_event_may_skip_seqs_nobody_was_sent():
     watcher = make_watcher()
     watcher.begin(None)
     watcher.view_read(make_view(3))
-    assert watcher.event(5, 3, final=False) is Event.SEND
+    assert watcher.event(5, 3, final=False) == SEND
 
 
 def test_watcher_final_event_closes_and_nothing_follows():
     watcher = make_watcher()
     watcher.begin(None)
     watcher.view_read(make_view(3))
-    assert watcher.event(4, 3, final=True) is Event.SEND_AND_CLOSE
+    assert watcher.event(4, 3, final=True) == SEND_AND_CLOSE
     assert (watcher.finished, watcher.close_code) == (True, CLOSE_NORMAL)
-    assert watcher.event(5, 4, final=False) is Event.SKIP
+    assert watcher.event(5, 4, final=False) == SKIP
     assert watcher.view_read(make_view(5)) == []
     assert watcher.checked(9) is None
 
