@@ -10,6 +10,7 @@ from channels.security.websocket import AllowedHostsOriginValidator
 from django.urls import re_path
 
 from .consumers import TaskProgressConsumer
+from .keys import bearer_of_headers
 
 
 class RefuseConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
@@ -30,6 +31,18 @@ websocket_urlpatterns = [
 def websocket_application() -> Any:
     """The WebSocket side of a project's ``ProtocolTypeRouter``: Origin checked, then routed.
 
-    Browsers send Origin; other clients must send one whose host is in ALLOWED_HOSTS.
+    Browsers send Origin, whose host must be in ALLOWED_HOSTS. A client with an API key
+    (``Authorization: Bearer``, which no browser's WebSocket can send) may send none.
     """
-    return AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns))
+    router = URLRouter(websocket_urlpatterns)
+    checked = AllowedHostsOriginValidator(router)
+
+    async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        headers = scope.get("headers", ())
+        keyed = bearer_of_headers(headers) is not None
+        if keyed and not any(name == b"origin" for name, _ in headers):
+            await router(scope, receive, send)
+        else:
+            await checked(scope, receive, send)
+
+    return application
