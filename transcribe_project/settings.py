@@ -172,6 +172,8 @@ TRANSCRIPTION_UPLOADS_PER_MINUTE = int(os.environ.get("TRANSCRIPTION_UPLOADS_PER
 """New uploads one owner, and one client address, may start in any minute (429 and Retry-After past it)."""
 TRANSCRIPTION_MAX_OWNER_BYTES = int(os.environ.get("TRANSCRIPTION_MAX_OWNER_BYTES", 2 * 1024**3))
 """Bytes of audio one owner may have stored at once (files waiting for or in a job); 429 past it."""
+TRANSCRIPTION_MAX_BYTES_PER_DAY = int(os.environ.get("TRANSCRIPTION_MAX_BYTES_PER_DAY", 20 * 1024**3))
+"""Bytes of audio one owner (a user, through any key or browser) may upload in any 24 hours; 429 past it."""
 TRANSCRIPTION_RESERVATION_TTL = float(os.environ.get("TRANSCRIPTION_RESERVATION_TTL", 3600))
 """Seconds a reserved task waits for its upload; then it fails (upload_expired) and stops counting."""
 TRANSCRIPTION_KEEP_RESULTS = float(os.environ.get("TRANSCRIPTION_KEEP_RESULTS", 30 * 24 * 3600))

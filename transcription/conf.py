@@ -20,6 +20,8 @@ class Limits:
     """New uploads (or reservations) one owner, and one client address, may start in any 60 s."""
     max_owner_bytes: int
     """Bytes of uploaded audio one owner may have stored at once (waiting or running jobs' files)."""
+    max_bytes_per_day: int
+    """Bytes one owner (a user, whatever key or browser it uses) may upload in any 24 hours."""
     reservation_ttl: float
     """Seconds a reserved task waits for its upload before it fails as ``upload_expired``."""
     keep_results: float
@@ -36,6 +38,7 @@ def limits() -> Limits:
         keep_failed_audio=float(getattr(settings, "TRANSCRIPTION_KEEP_FAILED_AUDIO", 24 * 3600)),
         uploads_per_minute=int(getattr(settings, "TRANSCRIPTION_UPLOADS_PER_MINUTE", 20)),
         max_owner_bytes=int(getattr(settings, "TRANSCRIPTION_MAX_OWNER_BYTES", 2 * 1024**3)),
+        max_bytes_per_day=int(getattr(settings, "TRANSCRIPTION_MAX_BYTES_PER_DAY", 20 * 1024**3)),
         reservation_ttl=float(getattr(settings, "TRANSCRIPTION_RESERVATION_TTL", 3600)),
         keep_results=float(getattr(settings, "TRANSCRIPTION_KEEP_RESULTS", 30 * 24 * 3600)),
     )

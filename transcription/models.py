@@ -31,6 +31,8 @@ class Hit(models.Model):
     """What was counted, as ``<kind>:<digest>`` (see throttle.key)."""
     at = models.FloatField()
     """When, in epoch seconds."""
+    amount = models.BigIntegerField(default=1)
+    """How much it counts: 1 for an action, its size for bytes against a budget."""
 
     class Meta:
         indexes = [models.Index(fields=["key", "at"], name="transcription_hit_key_at")]

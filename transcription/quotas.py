@@ -15,6 +15,7 @@ from django.db.models import Sum
 
 from progress import tasks
 from progress.access import owners_of_scope
+from progress.keys import bearer_of_headers
 from progress.limits import client_address
 
 from . import throttle
@@ -24,6 +25,7 @@ from .models import Transcription
 __all__ = ["Refusal", "owner_of", "upload_refusal"]
 
 RATE_WINDOW = 60.0
+DAY = 24 * 3600.0
 STORAGE_RETRY_AFTER = 60
 """What a client over its storage is told to wait: a job that ends frees its audio."""
 
@@ -62,15 +64,24 @@ def upload_refusal(scope: Mapping[str, Any], length: int, *, new_task: bool) -> 
     if owner is not None and length and stored_bytes(owner) + length > conf.max_owner_bytes:
         detail = f"this account keeps at most {conf.max_owner_bytes} bytes of audio waiting; let a job finish"
         return Refusal("storage_quota", detail, STORAGE_RETRY_AFTER)
-    if not new_task:
-        return None
-    window = throttle.Window(conf.uploads_per_minute, RATE_WINDOW)
-    keys = [throttle.key("upload-address", client_address(scope))]
-    if owner is not None:
-        keys.append(throttle.key("upload-owner", owner))
-    wait = throttle.take([(k, window) for k in keys])
-    if wait is None:
-        return None
-    retry = max(1, math.ceil(wait))
-    detail = f"at most {conf.uploads_per_minute} uploads a minute; retry in {retry} s"
-    return Refusal("too_many_uploads", detail, retry)
+    if new_task:
+        window = throttle.Window(conf.uploads_per_minute, RATE_WINDOW)
+        keys = [throttle.key("upload-address", client_address(scope))]
+        if owner is not None:
+            keys.append(throttle.key("upload-owner", owner))
+        api_key = bearer_of_headers(scope.get("headers", ()))
+        if api_key is not None and owner is not None and owner.startswith("user:"):
+            keys.append(throttle.key("upload-api-key", api_key.split("_")[1]))  # its prefix
+        wait = throttle.take([(k, window) for k in keys])
+        if wait is not None:
+            retry = max(1, math.ceil(wait))
+            detail = f"at most {conf.uploads_per_minute} uploads a minute; retry in {retry} s"
+            return Refusal("too_many_uploads", detail, retry)
+    if owner is not None and length:
+        budget = throttle.Budget(conf.max_bytes_per_day, DAY)
+        wait = throttle.spend(throttle.key("upload-bytes", owner), budget, length)
+        if wait is not None:
+            retry = max(1, math.ceil(wait))
+            detail = f"at most {conf.max_bytes_per_day} bytes of audio a day; retry in {retry} s"
+            return Refusal("daily_quota", detail, retry)
+    return None

@@ -94,7 +94,7 @@ def expire_reservations(owner: str | None = None) -> list[str]:
     return expired
 
 
-HITS_KEPT = 24 * 3600.0
+HITS_KEPT = 25 * 3600.0
 """Seconds of throttle hits kept: longer than any window looks back."""
 
 

@@ -16,7 +16,7 @@ from django.db import transaction
 
 from .models import Hit
 
-__all__ = ["Window", "forget_before", "hits", "key", "record", "refused", "take"]
+__all__ = ["Budget", "Window", "forget_before", "hits", "key", "record", "refused", "spend", "take"]
 
 Clock = Callable[[], float]
 
@@ -34,6 +34,30 @@ class Window:
         if len(recent) < self.limit:
             return None
         return max(0.0, recent[-self.limit] + self.seconds - now)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """At most ``limit`` in total (bytes, say) in any ``seconds``: the rule, with no I/O."""
+
+    limit: int
+    seconds: float
+
+    def retry_after(self, spent: Sequence[tuple[float, int]], amount: int, now: float) -> float | None:
+        """Seconds until ``amount`` more fits, given what was spent when (ascending); None: it fits now.
+
+        An amount over the whole budget never fits: the answer is the window."""
+        recent = [(t, n) for t, n in spent if t > now - self.seconds]
+        total = sum(n for _, n in recent)
+        if total + amount <= self.limit:
+            return None
+        if amount > self.limit:
+            return self.seconds
+        for t, n in recent:  # the oldest leave first
+            total -= n
+            if total + amount <= self.limit:
+                return max(0.0, t + self.seconds - now)
+        return self.seconds
 
 
 def key(kind: str, value: str) -> str:
@@ -69,6 +93,17 @@ def _longest_wait(rules: Sequence[tuple[str, Window]], now: float) -> float | No
         if (wait := window.retry_after(hits(stored_key, now - window.seconds), now)) is not None
     ]
     return max(waits) if waits else None
+
+
+def spend(stored_key: str, budget: Budget, amount: int, clock: Clock = time.time) -> float | None:
+    """Spend ``amount`` of ``stored_key``'s budget if it fits (None), else the wait, spending nothing."""
+    now = clock()
+    with transaction.atomic():
+        rows = Hit.objects.filter(key=stored_key, at__gt=now - budget.seconds).order_by("at")
+        wait = budget.retry_after(list(rows.values_list("at", "amount")), amount, now)
+        if wait is None:
+            Hit.objects.create(key=stored_key, at=now, amount=amount)
+    return wait
 
 
 def record(keys: Sequence[str], clock: Clock = time.time) -> None:

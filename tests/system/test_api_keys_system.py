@@ -89,3 +89,30 @@ async def test_api_keys_upload_follow_download_delete_and_refusals(tmp_path, sho
         assert status in (200, 204)
         assert (await asyncio.to_thread(alice.call, "GET", f"/api/tasks/{task_id}/"))[0] == 404
         assert alice_key not in running.log()
+
+
+async def test_api_keys_uploads_per_minute_answer_429_with_retry_after(tmp_path, short):  # noqa: F811
+    content = short.read_bytes()
+    with service("pool", tmp_path, TRANSCRIPTION_UPLOADS_PER_MINUTE="2") as running:
+        manage(["shell", "-c", USERS], running.env)
+        key = new_key(running.env, "alice")
+        first, second = Http(running.server, key=key), Http(running.server, "127.0.0.2", key=key)
+        answers = [await asyncio.to_thread(first.upload, short.name, content) for _ in range(2)]
+        assert [status for status, _ in answers] == [201, 201]
+        # The same key from another address: the key's (and its user's) two are spent.
+        status, body = await asyncio.to_thread(second.upload, short.name, content)
+        assert (status, body["error"]) == (429, "too_many_uploads")
+        assert 1 <= int(second.headers["Retry-After"]) <= 60
+
+
+async def test_api_keys_bytes_per_day_answer_429_with_retry_after(tmp_path, short):  # noqa: F811
+    content = short.read_bytes()
+    with service("pool", tmp_path, TRANSCRIPTION_MAX_BYTES_PER_DAY=str(len(content) * 2 + 4096)) as running:
+        manage(["shell", "-c", USERS], running.env)
+        # Two keys of one user share its day's bytes (a request's body: the file and its form headers).
+        first, second = (Http(running.server, key=new_key(running.env, "alice")) for _ in range(2))
+        assert (await asyncio.to_thread(first.upload, short.name, content))[0] == 201
+        assert (await asyncio.to_thread(second.upload, short.name, content))[0] == 201
+        status, body = await asyncio.to_thread(first.upload, short.name, content)
+        assert (status, body["error"]) == (429, "daily_quota")
+        assert 60 < int(first.headers["Retry-After"]) <= 24 * 3600

@@ -77,3 +77,35 @@ def test_throttle_key_is_bounded_and_hides_its_value():
     assert len(stored) <= 64
     assert "x" not in stored.split(":")[1]
     assert throttle.key("a", "v") != throttle.key("b", "v")
+
+
+def test_budget_fits_until_its_total():
+    budget = throttle.Budget(100, 60)
+    assert budget.retry_after([], 100, 1000) is None
+    assert budget.retry_after([(990, 60)], 40, 1000) is None
+    assert budget.retry_after([(990, 60)], 41, 1000) == pytest.approx(50)
+
+
+def test_budget_waits_until_enough_has_aged_out():
+    budget = throttle.Budget(100, 60)
+    spent = [(950, 30), (960, 30), (990, 30)]
+    assert budget.retry_after(spent, 20, 1000) == pytest.approx(10)  # the first 30 leave at 1010
+    assert budget.retry_after(spent, 50, 1000) == pytest.approx(20)  # the first two leave at 1020
+
+
+def test_budget_forgets_what_is_older_than_its_window():
+    assert throttle.Budget(100, 60).retry_after([(900, 100)], 100, 1000) is None
+
+
+def test_budget_never_fits_more_than_itself():
+    assert throttle.Budget(100, 60).retry_after([], 101, 1000) == 60
+
+
+@pytest.mark.django_db
+def test_throttle_spend_records_only_what_fits():
+    clock, budget = Clock(), throttle.Budget(100, 3600)
+    assert throttle.spend("bytes", budget, 70, clock) is None
+    clock.now += 10
+    assert throttle.spend("bytes", budget, 40, clock) == pytest.approx(3590)
+    assert throttle.spend("bytes", budget, 30, clock) is None
+    assert sorted(Hit.objects.values_list("amount", flat=True)) == [30, 70]
