@@ -11,6 +11,7 @@ from typing import Any
 
 from channels.routing import ProtocolTypeRouter
 
+from . import webhooks
 from .collect import ensure_started as collect_after_closes
 from .loops import bind_server_loop
 from .reaper import ensure_started as ensure_reaper
@@ -27,6 +28,7 @@ def server_started() -> None:
     (the reaper), collect closed sockets' cycles, and close sockets with 1012 on SIGTERM."""
     bind_server_loop()
     ensure_reaper()
+    webhooks.ensure_started()
     collect_after_closes()
     close_sockets_on_sigterm()
 

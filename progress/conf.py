@@ -48,6 +48,12 @@ class ProgressSettings:
     """Seconds a process's sender waits for more messages to send them in one batch (0: none)."""
     CHANNEL_CAPACITY: int = 1000
     """Messages a consumer's channel may hold before the layer drops (recovered by seq)."""
+    WEBHOOK_RETRY_BASE: float = 10.0
+    """Seconds before a webhook's first retry (jittered down to half), doubling with each try after."""
+    WEBHOOK_MAX_TRIES: int = 12
+    """Tries of one webhook before it is given up (also given up 24 hours after its event)."""
+    WEBHOOK_RESULT_PATH: str = "/api/tasks/{task_id}/"
+    """Where a webhook's ``result_url`` points, below the address the task was created at."""
     STAGES: tuple[str, ...] = DEFAULT_STAGES
     """The project's stages in order, ``queued`` among them; ``complete`` follows them (progress.stages)."""
 

@@ -48,6 +48,11 @@ FANOUT_LAG = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
 )
 REAPED = Counter("progress_tasks_reaped_total", "Running tasks failed because their job went quiet.")
+WEBHOOKS = Counter(
+    "progress_webhook_tries_total",
+    "Webhook tries, by what came of them (delivered, retried, given_up).",
+    ["outcome"],
+)
 LAYER_ERRORS = Counter("progress_layer_errors_total", "Channel-layer operations that failed.")
 SENDER_QUEUE = Gauge(
     "progress_sender_queue", "Group messages waiting in this process's sender.", multiprocess_mode="livesum"

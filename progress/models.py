@@ -94,3 +94,42 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.name or 'unnamed'})"
+
+
+class Callback(models.Model):
+    """A task's webhook: where to POST when it ends, on whose behalf (whose secret signs it)."""
+
+    task_id = models.CharField(primary_key=True, max_length=64)
+    url = models.URLField(max_length=2000)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    base_url = models.CharField(max_length=300, blank=True, default="")
+    """The server's address as the uploader reached it, for the result's URL in the body."""
+
+
+class WebhookSecret(models.Model):
+    """The key that signs a user's webhooks (HMAC-SHA256), made on first use."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    secret = models.CharField(max_length=64)
+
+
+class WebhookDelivery(models.Model):
+    """The outbox: one row per event to deliver, kept until a 2xx answer or until it is given up."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        GIVEN_UP = "given_up"
+
+    event_id = models.UUIDField(primary_key=True)
+    task_id = models.CharField(max_length=64, db_index=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    url = models.URLField(max_length=2000)
+    body = models.TextField()
+    """The JSON sent, fixed when the event happened: every try sends the same."""
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.FloatField()
+    next_at = models.FloatField(db_index=True)
+    """Epoch seconds of the next try (also the lease of a try in progress)."""
+    last_error = models.TextField(blank=True, default="")

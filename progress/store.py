@@ -11,7 +11,7 @@ from typing import TypedDict
 
 from django.db import IntegrityError, transaction
 
-from . import rows
+from . import rows, webhooks
 from .access import public_detail
 from .conf import get_settings
 from .models import Task, TaskEvent, Tombstone
@@ -229,6 +229,8 @@ def record_progress(
             rows.write(task, writes)
             if stage_changed:
                 _event(task, text, stage, now)
+            if stage == COMPLETE:
+                webhooks.ended(task_id, task.status, None, now_ts)
         else:
             assert task.broadcast_at is not None  # COALESCE is only judged after a fan-out
             flush_at = task.broadcast_at + min_interval
@@ -272,6 +274,7 @@ def record_error(
         send = _fan_out(task, text, now_ts)  # not final: watchers stay for a retry
         rows.write(task, ("seq", "status", *_ERROR_FIELDS, "updated_at", *_SENT))
         _event(task, text, None, now)
+        webhooks.ended(task_id, task.status, error_code, now_ts)
     # The whole detail stays here and in the row; watchers get public_detail() of it.
     log.info("progress: task %s failed: %s; detail: %s", task_id, error_code, technical_detail)
     return Outcome(Verdict.BROADCAST, task.seq, send)
@@ -297,6 +300,7 @@ def record_cancel(task_id: str) -> Outcome:
         send = _fan_out(task, text, now_ts)  # not final: watchers stay for a retry
         rows.write(task, ("seq", "status", "updated_at", *_SENT))
         _event(task, text, None, now)
+        webhooks.ended(task_id, task.status, None, now_ts)
     log.info("progress: task %s cancelled", task_id)
     return Outcome(Verdict.BROADCAST, task.seq, send)
 

@@ -14,7 +14,7 @@ from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import snapshots, store, tasks
+from . import snapshots, store, tasks, webhooks
 from .access import may_read, owners_of_request, token_valid
 from .conf import get_settings
 from .control import cancel_task, delete_task
@@ -192,3 +192,17 @@ def task_page(request: HttpRequest, task: TaskInfo) -> HttpResponse:
     response["Referrer-Policy"] = "no-referrer"  # the token is in this page's URL
     response["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     return response
+
+
+@csrf_exempt  # checked here, to answer JSON
+@require_http_methods(["GET", "POST"])
+def webhook_secret(request: HttpRequest) -> HttpResponse:
+    """GET /api/webhooks/secret: the signing secret of the user's webhooks; POST makes a new one."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        detail = "log in, or send an API key"
+        return JsonResponse({"error": "unauthorized", "detail": detail}, status=401)
+    if request.method == "POST" and csrf_refused(request):
+        return csrf_failed()
+    secret = webhooks.secret_for(user, rotate=request.method == "POST")
+    return JsonResponse({"secret": secret}, headers={"Cache-Control": "no-store"})

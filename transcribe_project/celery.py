@@ -18,6 +18,8 @@ app.autodiscover_tasks()
 @worker_ready.connect  # type: ignore[untyped-decorator]
 def _start_reaper(**kwargs: Any) -> None:
     """Every worker also fails dead jobs, so a deployment with no server-side reaper still detects them."""
+    from progress import webhooks
     from progress.reaper import start_thread
 
     start_thread()
+    webhooks.ensure_started()  # and delivers webhooks

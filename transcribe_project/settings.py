@@ -113,6 +113,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 PROGRESS = {
     # The audio app's stages (transcription.stages.STAGES): progress itself knows only queued and complete.
     "STAGES": ["uploading", "queued", "transcribing", "aligning", "diarizing"],
+    "WEBHOOK_RESULT_PATH": "/api/tasks/{task_id}/result",
     **from_environ(),
 }
 _CAPACITY = int(PROGRESS.get("CHANNEL_CAPACITY", 1000))

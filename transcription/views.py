@@ -23,7 +23,16 @@ from django.middleware.csrf import get_token
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_POST
 
-from progress import report_error, report_progress, restart_task, start_task, tasks, watch_token
+from progress import (
+    outbound,
+    report_error,
+    report_progress,
+    restart_task,
+    start_task,
+    tasks,
+    watch_token,
+    webhooks,
+)
 from progress.access import owner_key
 from progress.schemas import TaskStatus
 from progress.state import RESTARTABLE_VALUES
@@ -197,8 +206,13 @@ def _receive(request: HttpRequest, reserved: str | None, handler: LimitedUploadH
     seconds, too_long = _duration(Path(upload.temporary_file_path()))
     if too_long is not None:
         return too_long
+    callback = request.POST.get("callback_url") or None
+    if callback is not None and (refused_callback := _callback_refusal(request, callback)) is not None:
+        return refused_callback
     # Queued means ready to run: any runner's turn may claim it, so it is queued only once stored.
     task_id = reserved or start_task(UPLOADING, owner=owner_key(request))
+    if callback is not None:
+        webhooks.register(task_id, callback, request.user, request.build_absolute_uri("/"))
     try:
         with transaction.atomic():  # the claim: of two uploads into one reserved task, one wins
             Transcription.objects.create(task_id=task_id, original_name=(upload.name or "")[:255])
@@ -215,6 +229,21 @@ def _receive(request: HttpRequest, reserved: str | None, handler: LimitedUploadH
         return not_found(request)
     failed = _enqueue(task_id, 1)
     return failed or JsonResponse(task_links(request, task_id), status=201)
+
+
+def _callback_refusal(request: HttpRequest, url: str) -> JsonResponse | None:
+    """Why ``callback_url`` cannot be used (400), or None: it needs an account, whose secret signs
+    the webhook, and an http(s) URL whose every address is outside our network."""
+    if not request.user.is_authenticated:
+        detail = "a callback_url needs an account (log in, or send an API key): its secret signs the webhook"
+        return error_response(400, "callback_needs_account", detail)
+    if len(url) > 2000:
+        return error_response(400, "callback_refused", "callback_url is longer than 2000 characters")
+    try:
+        outbound.resolve(url)
+    except outbound.Refused as exc:
+        return error_response(400, "callback_refused", f"callback_url is refused: {exc}")
+    return None
 
 
 def _duration(path: Path) -> tuple[float | None, JsonResponse | None]:
