@@ -83,9 +83,12 @@ class Http:
             self.headers = exc.headers
             return exc.code, _json(exc.read(), self.headers)
 
-    def upload(self, name: str, content: bytes, query: str = "") -> tuple[int, dict[str, Any]]:
-        """POST /api/tasks/ with ``content`` as the multipart field ``file``, as curl -F would."""
-        body = encode_multipart(BOUNDARY, {"file": SimpleUploadedFile(name, content)})
+    def upload(
+        self, name: str, content: bytes, query: str = "", fields: Mapping[str, str] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """POST /api/tasks/ with ``content`` as the multipart field ``file`` (and ``fields`` beside it),
+        as curl -F would."""
+        body = encode_multipart(BOUNDARY, {"file": SimpleUploadedFile(name, content), **(fields or {})})
         return self.call("POST", f"/api/tasks/{query}", body, {"Content-Type": MULTIPART_CONTENT})
 
 
