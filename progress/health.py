@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.http import HttpRequest, JsonResponse
+from pydantic import BaseModel
+
+from .openapi import Operation, operation
 
 __all__ = ["healthz", "readyz", "register_check"]
 
@@ -82,11 +85,36 @@ async def _run(name: str, check: Check) -> _Result:
     return result
 
 
+class Health(BaseModel):
+    """The process answers."""
+
+    status: str
+
+
+class CheckResult(BaseModel):
+    ok: bool
+    ms: float
+
+
+class Readiness(BaseModel):
+    """Each check's result and latency; ``failed`` names what is unreachable."""
+
+    status: str
+    failed: list[str]
+    checks: dict[str, CheckResult]
+
+
+@operation(Operation("GET", "Liveness: the process answers", {200: Health}, auth=()))
 async def healthz(request: HttpRequest) -> JsonResponse:
     """GET /healthz: 200 while the process can answer at all (nothing else is checked)."""
     return JsonResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
 
 
+@operation(
+    Operation(
+        "GET", "Readiness: the database, the layer, the broker", {200: Readiness, 503: Readiness}, auth=()
+    )
+)
 async def readyz(request: HttpRequest) -> JsonResponse:
     """GET /readyz: 200 when every check passes, else 503 naming what failed; each with its latency."""
     names = list(_checks)

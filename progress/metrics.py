@@ -27,6 +27,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .openapi import Media, Operation, operation
+
 __all__ = ["frame_sent", "metrics_view"]
 
 CONNECTIONS = Gauge("progress_websocket_connections", "WebSockets open now.", multiprocess_mode="livesum")
@@ -113,6 +115,7 @@ class _TaskCounts(Collector):
         yield family
 
 
+@operation(Operation("GET", "Prometheus metrics", {200: Media("text/plain", "the metrics")}, auth=()))
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """GET /metrics: the exposition text of every process (multiprocess mode) or of this one."""
     flush_frames()

@@ -13,13 +13,15 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from pydantic import BaseModel
 
 from . import snapshots, store, tasks, webhooks
 from .access import may_read, owners_of_request, token_valid
 from .conf import get_settings
 from .control import cancel_task, delete_task
 from .keys import is_bearer
-from .schemas import TASK_ID_PATTERN
+from .openapi import Media, Operation, build, operation
+from .schemas import TASK_ID_PATTERN, SnapshotMessage
 from .tasks import TaskInfo
 
 __all__ = [
@@ -134,6 +136,20 @@ def _task_delete(request: HttpRequest, task: TaskInfo) -> HttpResponse:
     return HttpResponse(status=204)
 
 
+_TOKEN = {"token": "a watch token (reads only)"}
+_NOT_FOUND = "no such task, or not the requester's (the same answer)"
+
+
+@operation(
+    Operation(
+        "GET",
+        "The task's snapshot: stage, percentage, history, stages, place in line",
+        {200: SnapshotMessage, 404: _NOT_FOUND},
+        query=_TOKEN,
+        auth=("session", "bearer", "token"),
+    ),
+    Operation("DELETE", "Delete the task and everything of it", {204: "deleted", 404: _NOT_FOUND}),
+)
 @csrf_exempt  # DELETE checks CSRF itself, to answer JSON
 @require_http_methods(["GET", "DELETE"])
 def task(request: HttpRequest, task_id: str) -> HttpResponse:
@@ -144,6 +160,13 @@ def task(request: HttpRequest, task_id: str) -> HttpResponse:
     return task_status(request, task_id)
 
 
+@operation(
+    Operation(
+        "POST",
+        "Cancel a waiting or running task",
+        {200: SnapshotMessage, 404: _NOT_FOUND, 409: "not_running: it has ended"},
+    )
+)
 @csrf_exempt  # checked here, to answer JSON
 @require_POST
 @owned_task
@@ -173,6 +196,15 @@ def page_not_found(request: HttpRequest) -> HttpResponse:
     return response
 
 
+@operation(
+    Operation(
+        "GET",
+        "A page that watches the task live",
+        {200: Media("text/html", "the page"), 404: Media("text/html", "No such task")},
+        query=_TOKEN,
+        auth=("session", "token"),
+    )
+)
 @require_GET
 @readable_task(refuse=page_not_found)
 def task_page(request: HttpRequest, task: TaskInfo) -> HttpResponse:
@@ -194,6 +226,20 @@ def task_page(request: HttpRequest, task: TaskInfo) -> HttpResponse:
     return response
 
 
+class WebhookSecretBody(BaseModel):
+    """The key that signs the user's webhooks (HMAC-SHA256; see progress.webhooks)."""
+
+    secret: str
+
+
+@operation(
+    Operation(
+        "GET", "The signing secret of the user's webhooks", {200: WebhookSecretBody, 401: "no account"}
+    ),
+    Operation(
+        "POST", "A new signing secret (the old stops verifying)", {200: WebhookSecretBody, 401: "no account"}
+    ),
+)
 @csrf_exempt  # checked here, to answer JSON
 @require_http_methods(["GET", "POST"])
 def webhook_secret(request: HttpRequest) -> HttpResponse:
@@ -206,3 +252,23 @@ def webhook_secret(request: HttpRequest) -> HttpResponse:
         return csrf_failed()
     secret = webhooks.secret_for(user, rotate=request.method == "POST")
     return JsonResponse({"secret": secret}, headers={"Cache-Control": "no-store"})
+
+
+@operation(
+    Operation("GET", "This document: OpenAPI 3.1", {200: Media("application/json", "OpenAPI 3.1")}, auth=())
+)
+@require_GET
+def openapi_document(request: HttpRequest) -> JsonResponse:
+    """GET /api/openapi.json: the OpenAPI description of the project's progress and app routes."""
+    return JsonResponse(_document())
+
+
+@functools.cache
+def _document() -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = version("django-task-progress")
+    except PackageNotFoundError:  # run from a checkout
+        release = "dev"
+    return build("Task progress", release)

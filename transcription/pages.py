@@ -12,9 +12,11 @@ from django.views.decorators.http import require_GET
 from progress import tasks, watch_token
 from progress.access import may_read, owners_of_request
 from progress.conf import get_settings
+from progress.openapi import Media, Operation, operation
 from progress.tasks import TaskInfo
 from progress.views import page_not_found, readable_task
 
+from .api import TaskRows
 from .conf import limits
 from .models import Transcription
 from .retention import FINAL_ERRORS
@@ -71,6 +73,11 @@ def _options() -> dict[str, Any]:
     }
 
 
+@operation(
+    Operation(
+        "GET", "The upload page and the session's transcriptions", {200: Media("text/html", "the page")}
+    )
+)
 @ensure_csrf_cookie
 @require_GET
 def index(request: HttpRequest) -> HttpResponse:
@@ -80,6 +87,15 @@ def index(request: HttpRequest) -> HttpResponse:
     return _page(request, "transcription/index.html", {"options": {**_options(), "mode": "index"}})
 
 
+@operation(
+    Operation(
+        "GET",
+        "One transcription's page: live progress, then the transcript",
+        {200: Media("text/html", "the page"), 404: Media("text/html", "No such task")},
+        query={"token": "a watch token (a share link)"},
+        auth=("session", "token"),
+    )
+)
 @ensure_csrf_cookie
 @require_GET
 @readable_task(refuse=page_not_found)
@@ -93,6 +109,7 @@ def task_page(request: HttpRequest, task: TaskInfo) -> HttpResponse:
     return response
 
 
+@operation(Operation("GET", "The requester's own tasks, newest first", {200: TaskRows}))
 @require_GET
 def transcriptions(request: HttpRequest) -> JsonResponse:
     """GET /api/transcriptions/: the requester's own tasks, newest first (an empty list for strangers)."""

@@ -8,10 +8,12 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET
 
+from progress.openapi import Operation, operation
 from progress.schemas import TaskStatus
 from progress.tasks import TaskInfo
 from progress.views import readable_task
 
+from .api import Transcript
 from .formats import FORMATS, download_name, render
 from .models import Transcription
 from .views import error_response
@@ -30,6 +32,20 @@ def _finished(task: TaskInfo) -> tuple[Transcription | None, JsonResponse | None
     return record, None
 
 
+@operation(
+    Operation(
+        "GET",
+        "The transcript (JSON, or a download as txt, srt, vtt or json)",
+        {
+            200: Transcript,
+            400: "bad_format",
+            404: "no such task, or not the requester's (the same answer)",
+            409: "not_complete: the task has not completed",
+        },
+        query={"token": "a watch token (reads only)", "format": "txt, srt, vtt or json: a download"},
+        auth=("session", "bearer", "token"),
+    )
+)
 @require_GET
 @readable_task()
 def task_result(request: HttpRequest, task: TaskInfo, fmt: str | None = None) -> HttpResponse:

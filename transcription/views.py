@@ -34,12 +34,14 @@ from progress import (
     webhooks,
 )
 from progress.access import owner_key
+from progress.openapi import Operation, operation
 from progress.schemas import TaskStatus
 from progress.state import RESTARTABLE_VALUES
 from progress.tasks import TaskInfo
 from progress.views import csrf_failed, csrf_refused, not_found, owned_task
 
 from . import retention
+from .api import CsrfToken, Reservation, Retried, TaskLinks
 from .audio import HEADER_BYTES, AudioError, is_audio
 from .audio import duration as audio_duration
 from .conf import limits
@@ -106,6 +108,26 @@ def _csrf_failed() -> JsonResponse:
     return csrf_failed()
 
 
+_FORM = {
+    "file": "the audio (WAV, FLAC, Ogg, MP3 or AIFF)",
+    "callback_url": "optional, with an account: POSTed a signed event when the task ends",
+}
+_REFUSALS: dict[int, Any] = {
+    400: "bad_multipart, no_file, empty_file, callback_refused, callback_needs_account",
+    403: "csrf_failed (a cookie session without its CSRF token)",
+    411: "length_required",
+    413: "file_too_large, audio_too_long",
+    415: "not_audio, invalid_audio",
+    429: "too_many_uploads, storage_quota, daily_quota (with Retry-After)",
+    503: "enqueue_failed",
+}
+
+
+@operation(
+    Operation(
+        "POST", "Upload audio: a new task, queued once stored", {201: TaskLinks, **_REFUSALS}, form=_FORM
+    )
+)
 @csrf_exempt  # checked in the view: CSRF reads the body, which must go through the handlers set first
 @require_POST
 def create_task(request: HttpRequest) -> HttpResponse:
@@ -130,6 +152,13 @@ def _may_reserve(owner: str) -> bool:
     return len(waiting) < MAX_RESERVATIONS
 
 
+@operation(
+    Operation(
+        "POST",
+        "Reserve a task to upload into (its watchers follow the upload)",
+        {201: Reservation, 403: "csrf_failed", 429: "too_many_reservations, too_many_uploads"},
+    )
+)
 @csrf_exempt  # checked in the view, to answer JSON rather than Django's HTML page
 @require_POST
 def reserve_task(request: HttpRequest) -> HttpResponse:
@@ -146,6 +175,19 @@ def reserve_task(request: HttpRequest) -> HttpResponse:
     )
 
 
+@operation(
+    Operation(
+        "POST",
+        "Upload the audio of a reserved task",
+        {
+            201: TaskLinks,
+            404: "no such task, or not the requester's (the same answer)",
+            409: "already_uploaded",
+            **_REFUSALS,
+        },
+        form=_FORM,
+    )
+)
 @csrf_exempt  # checked in the view: CSRF reads the body, which must go through the handlers set first
 @require_POST
 @owned_task
@@ -278,6 +320,18 @@ def _store(upload: UploadedFile[Any], task_id: str) -> Path:
     return target
 
 
+@operation(
+    Operation(
+        "POST",
+        "Retry a failed or cancelled task as a new attempt",
+        {
+            202: Retried,
+            404: "no such task, or not the requester's (the same answer)",
+            409: "not_failed, too_many_attempts, nothing_to_retry",
+            503: "enqueue_failed",
+        },
+    )
+)
 @csrf_exempt  # checked in the view, to answer JSON rather than Django's HTML page
 @require_POST
 @owned_task
@@ -304,6 +358,9 @@ def retry_task(request: HttpRequest, task: TaskInfo) -> HttpResponse:
     return failed or JsonResponse({**task_links(request, task.task_id), "attempt": attempt}, status=202)
 
 
+@operation(
+    Operation("GET", "A CSRF token for a cookie session's uploads", {200: CsrfToken}, auth=("session",))
+)
 @ensure_csrf_cookie
 @require_GET
 def csrf_token(request: HttpRequest) -> JsonResponse:
