@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import urllib.request
 
 import pytest
@@ -10,7 +12,7 @@ import websockets
 
 from progress.schemas import ProgressMessage, parse_server_message
 from tests.e2e_client import Http
-from tests.processes import manage
+from tests.processes import ROOT, manage
 from tests.system.test_control_system import service, short, upload  # noqa: F401 - short is a fixture
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -116,3 +118,23 @@ async def test_api_keys_bytes_per_day_answer_429_with_retry_after(tmp_path, shor
         status, body = await asyncio.to_thread(first.upload, short.name, content)
         assert (status, body["error"]) == (429, "daily_quota")
         assert 60 < int(first.headers["Retry-After"]) <= 24 * 3600
+
+
+async def test_api_keys_the_readmes_python_client_gets_the_srt(tmp_path, short):  # noqa: F811
+    with service("pool", tmp_path) as running:
+        manage(["shell", "-c", USERS], running.env)
+        key = new_key(running.env, "alice")
+        audio = tmp_path / "interview.wav"
+        audio.write_bytes(short.read_bytes())
+        script = ROOT / "examples" / "api_client.py"
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, str(script), running.server.url("/"), key, str(audio)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[-1].startswith("complete")
+        assert "-->" in (tmp_path / "interview.wav.srt").read_text()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.test import Client
 from openapi_spec_validator import validate
@@ -10,7 +12,7 @@ from progress import openapi
 
 
 @pytest.fixture(scope="module")
-def document() -> dict:
+def document() -> dict[str, Any]:
     return openapi.build("test", "1")
 
 
