@@ -19,7 +19,7 @@ from . import snapshots, store, tasks, webhooks
 from .access import may_read, owners_of_request, token_valid
 from .conf import get_settings
 from .control import cancel_task, delete_task
-from .keys import is_bearer
+from .keys import is_bearer, unauthorized
 from .openapi import Media, Operation, build, operation
 from .schemas import TASK_ID_PATTERN, SnapshotMessage
 from .tasks import TaskInfo
@@ -246,8 +246,7 @@ def webhook_secret(request: HttpRequest) -> HttpResponse:
     """GET /api/webhooks/secret: the signing secret of the user's webhooks; POST makes a new one."""
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
-        detail = "log in, or send an API key"
-        return JsonResponse({"error": "unauthorized", "detail": detail}, status=401)
+        return unauthorized()  # the same answer as to a wrong or revoked key
     if request.method == "POST" and csrf_refused(request):
         return csrf_failed()
     secret = webhooks.secret_for(user, rotate=request.method == "POST")

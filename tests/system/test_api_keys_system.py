@@ -86,6 +86,12 @@ async def test_api_keys_upload_follow_download_delete_and_refusals(tmp_path, sho
         answers = [await asyncio.to_thread(h.call, "GET", "/api/transcriptions/") for h in (wrong, bob)]
         assert answers[0] == answers[1]
         assert answers[0][0] == 401
+        # Where an account is needed, no key at all gets that same 401.
+        nobody = Http(running.server)
+        secrets = [
+            await asyncio.to_thread(h.call, "GET", "/api/webhooks/secret/") for h in (nobody, wrong, bob)
+        ]
+        assert secrets[0] == secrets[1] == secrets[2] == answers[0]
 
         status, _ = await asyncio.to_thread(alice.call, "DELETE", f"/api/tasks/{task_id}/")
         assert status in (200, 204)

@@ -137,3 +137,21 @@ def test_keys_never_reach_a_log(alice, caplog):
     keyed(key).get("/api/tasks/no-such-task/")
     keyed(key + "x").get("/api/transcriptions/")
     assert key not in caplog.text
+
+
+def test_keys_made_in_the_admin_are_shown_once_and_revoked_there(alice, settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # tests only
+    admin = Client()
+    admin.force_login(User.objects.create_superuser("ops", password="x"))
+    response = admin.post("/admin/progress/apikey/add/", {"user": alice.pk, "name": "ci"}, follow=True)
+    shown = [str(m) for m in response.context["messages"]]
+    key = next(word for m in shown for word in m.split() if word.startswith("tp_"))
+    row = authenticate(key)
+    assert row is not None
+    assert row.user == alice
+    action = {"action": "revoke_keys", "_selected_action": [row.pk]}
+    admin.post("/admin/progress/apikey/", action, follow=True)
+    assert authenticate(key) is None
+    listed = admin.get("/admin/progress/apikey/").content.decode()
+    assert row.prefix in listed
+    assert key not in listed
