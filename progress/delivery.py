@@ -12,12 +12,11 @@ import atexit
 import logging
 import threading
 import time
-import weakref
 
 from . import sender, store
 from .conf import get_settings
 from .db import db_call
-from .loops import alive, own_loop
+from .loops import PerLoop, alive, own_loop
 from .store import Outcome
 
 log = logging.getLogger("progress")
@@ -62,16 +61,7 @@ class Flushes:
         return len(self.scheduled)
 
 
-_flushes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Flushes] = weakref.WeakKeyDictionary()
-_flushes_lock = threading.Lock()
-
-
-def _flushes_of(loop: asyncio.AbstractEventLoop) -> Flushes:
-    found = _flushes.get(loop)
-    if found is None:
-        with _flushes_lock:
-            found = _flushes.setdefault(loop, Flushes(loop))
-    return found
+_flushes = PerLoop(Flushes)
 
 
 def deliver(outcome: Outcome, loop: asyncio.AbstractEventLoop | None, task_id: str) -> None:
@@ -81,11 +71,11 @@ def deliver(outcome: Outcome, loop: asyncio.AbstractEventLoop | None, task_id: s
     if outcome.send is not None:
         sender.send(outcome.send, loop)
     if outcome.flush_at is not None:
-        _flushes_of(loop).schedule(task_id, outcome.flush_at)
+        _flushes(loop).schedule(task_id, outcome.flush_at)
 
 
 def _pending(loop: asyncio.AbstractEventLoop) -> int:
-    found, flushes = sender.existing(loop), _flushes.get(loop)
+    found, flushes = sender.sender.get(loop), _flushes.get(loop)
     return (found.pending() if found else 0) + (flushes.pending() if flushes else 0)
 
 

@@ -10,10 +10,15 @@ import asyncio
 import logging
 import os
 import threading
+import weakref
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 log = logging.getLogger("progress")
+
+T = TypeVar("T")
 
 _server_loop: asyncio.AbstractEventLoop | None = None
 _own_loop: asyncio.AbstractEventLoop | None = None
@@ -82,3 +87,25 @@ def loop_for_sync_caller() -> asyncio.AbstractEventLoop | None:
             )
         return None
     return _start_own_loop()
+
+
+class PerLoop(Generic[T]):
+    """One ``T`` per event loop, made at first use from any thread (a loop's sender, its flushes)."""
+
+    def __init__(self, make: Callable[[asyncio.AbstractEventLoop], T]) -> None:
+        self.make = make
+        self.made: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, T] = weakref.WeakKeyDictionary()
+        self.lock = threading.Lock()
+
+    def __call__(self, loop: asyncio.AbstractEventLoop) -> T:
+        found = self.made.get(loop)
+        if found is None:
+            with self.lock:
+                found = self.made.get(loop)
+                if found is None:
+                    found = self.made[loop] = self.make(loop)
+        return found
+
+    def get(self, loop: asyncio.AbstractEventLoop) -> T | None:
+        """The loop's ``T`` if it has one already."""
+        return self.made.get(loop)

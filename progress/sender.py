@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import weakref
 from collections import deque
 
 from channels.layers import get_channel_layer
@@ -13,6 +12,7 @@ from channels.layers import get_channel_layer
 from . import metrics, store
 from .conf import get_settings
 from .extensions import has_extension
+from .loops import PerLoop
 from .store import GroupMessage
 
 log = logging.getLogger("progress")
@@ -135,24 +135,8 @@ async def _group_send_all(batch: list[GroupMessage]) -> None:
         await layer.group_send(store.group_name(message["task_id"]), dict(message))
 
 
-_senders: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Sender] = weakref.WeakKeyDictionary()
-_senders_lock = threading.Lock()
-
-
-def sender(loop: asyncio.AbstractEventLoop) -> Sender:
-    """The sender of ``loop`` (made at first use, from any thread)."""
-    found = _senders.get(loop)
-    if found is None:
-        with _senders_lock:
-            found = _senders.get(loop)
-            if found is None:
-                found = _senders[loop] = Sender(loop)
-    return found
-
-
-def existing(loop: asyncio.AbstractEventLoop) -> Sender | None:
-    """The sender of ``loop`` if it has one."""
-    return _senders.get(loop)
+sender = PerLoop(Sender)
+"""The sender of a loop (made at first use, from any thread); ``sender.get(loop)``: if it has one."""
 
 
 def send(message: GroupMessage, loop: asyncio.AbstractEventLoop) -> None:

@@ -50,7 +50,7 @@ def _report_in_thread(task_id: str, count: int) -> None:
 def _own_sender() -> sender.Sender:
     loop = loops.own_loop()
     assert loop is not None
-    found = sender.existing(loop)
+    found = sender.sender.get(loop)
     assert found is not None
     return found
 
