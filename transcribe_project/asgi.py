@@ -23,13 +23,14 @@ from channels.routing import ProtocolTypeRouter  # noqa: E402
 from progress.asgi import lifespan, server_started  # noqa: E402
 from progress.routing import websocket_application  # noqa: E402
 from transcription.recovery import ensure_recovered  # noqa: E402
+from transcription.tus import TusApp  # noqa: E402
 from transcription.upload import UploadGuard  # noqa: E402
 
 router = ProtocolTypeRouter(
     {
         # Static files come through WhiteNoise's middleware (see settings), so a bare daphne or
         # uvicorn serves the pages' scripts too.
-        "http": UploadGuard(django_asgi_app),
+        "http": TusApp(UploadGuard(django_asgi_app)),  # resumable uploads, then the rest
         "websocket": websocket_application(),
     }
 )

@@ -159,7 +159,7 @@ FILE_UPLOAD_TEMP_DIR = MEDIA_ROOT / "tmp"
 FILE_UPLOAD_TEMP_DIR.mkdir(parents=True, exist_ok=True)
 FILE_UPLOAD_HANDLERS = ["django.core.files.uploadhandler.TemporaryFileUploadHandler"]
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440  # also what Django's ASGI handler keeps of a body in memory
-TRANSCRIPTION_MAX_UPLOAD_BYTES = int(os.environ.get("TRANSCRIPTION_MAX_UPLOAD_BYTES", 200 * 1024 * 1024))
+TRANSCRIPTION_MAX_UPLOAD_BYTES = int(os.environ.get("TRANSCRIPTION_MAX_UPLOAD_BYTES", 1024**3))
 """Largest upload accepted (cap bodies at the proxy too: daphne receives a whole body first)."""
 TRANSCRIPTION_MAX_AUDIO_SECONDS = float(os.environ.get("TRANSCRIPTION_MAX_AUDIO_SECONDS", 4 * 3600))
 """Longest audio accepted, checked before a job runs (audio_too_long)."""
@@ -174,6 +174,10 @@ TRANSCRIPTION_UPLOADS_PER_MINUTE = int(os.environ.get("TRANSCRIPTION_UPLOADS_PER
 TRANSCRIPTION_MAX_OWNER_BYTES = int(os.environ.get("TRANSCRIPTION_MAX_OWNER_BYTES", 2 * 1024**3))
 """Bytes of audio one owner may have stored at once (files waiting for or in a job); 429 past it."""
 TRANSCRIPTION_MAX_BYTES_PER_DAY = int(os.environ.get("TRANSCRIPTION_MAX_BYTES_PER_DAY", 20 * 1024**3))
+TRANSCRIPTION_UPLOAD_CHUNK_BYTES = int(os.environ.get("TRANSCRIPTION_UPLOAD_CHUNK_BYTES", 8 * 1024**2))
+"""The most one request of a resumable upload (a tus PATCH) may carry: under any proxy's body cap."""
+TRANSCRIPTION_UPLOAD_EXPIRY = float(os.environ.get("TRANSCRIPTION_UPLOAD_EXPIRY", 24 * 3600))
+"""Seconds an unfinished resumable upload is kept; then its bytes are deleted and its task fails."""
 """Bytes of audio one owner (a user, through any key or browser) may upload in any 24 hours; 429 past it."""
 TRANSCRIPTION_RESERVATION_TTL = float(os.environ.get("TRANSCRIPTION_RESERVATION_TTL", 3600))
 """Seconds a reserved task waits for its upload; then it fails (upload_expired) and stops counting."""

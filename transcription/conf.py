@@ -21,6 +21,10 @@ class Limits:
     max_owner_bytes: int
     """Bytes of uploaded audio one owner may have stored at once (waiting or running jobs' files)."""
     max_bytes_per_day: int
+    upload_chunk_bytes: int
+    """The most one request of a resumable upload (tus PATCH) may carry."""
+    upload_expiry: float
+    """Seconds an unfinished resumable upload is kept; then its bytes go and its task fails."""
     """Bytes one owner (a user, whatever key or browser it uses) may upload in any 24 hours."""
     reservation_ttl: float
     """Seconds a reserved task waits for its upload before it fails as ``upload_expired``."""
@@ -39,6 +43,8 @@ def limits() -> Limits:
         uploads_per_minute=int(getattr(settings, "TRANSCRIPTION_UPLOADS_PER_MINUTE", 20)),
         max_owner_bytes=int(getattr(settings, "TRANSCRIPTION_MAX_OWNER_BYTES", 2 * 1024**3)),
         max_bytes_per_day=int(getattr(settings, "TRANSCRIPTION_MAX_BYTES_PER_DAY", 20 * 1024**3)),
+        upload_chunk_bytes=int(getattr(settings, "TRANSCRIPTION_UPLOAD_CHUNK_BYTES", 8 * 1024**2)),
+        upload_expiry=float(getattr(settings, "TRANSCRIPTION_UPLOAD_EXPIRY", 24 * 3600)),
         reservation_ttl=float(getattr(settings, "TRANSCRIPTION_RESERVATION_TTL", 3600)),
         keep_results=float(getattr(settings, "TRANSCRIPTION_KEEP_RESULTS", 30 * 24 * 3600)),
     )

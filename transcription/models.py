@@ -36,3 +36,17 @@ class Hit(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["key", "at"], name="transcription_hit_key_at")]
+
+
+class Upload(models.Model):
+    """A resumable upload (tus, ``transcription.tus``): its task, how much has arrived, until when."""
+
+    upload_id = models.CharField(primary_key=True, max_length=40)
+    task_id = models.CharField(max_length=64, unique=True)
+    owner = models.CharField(max_length=80, db_index=True)
+    length = models.PositiveBigIntegerField()
+    offset = models.PositiveBigIntegerField(default=0)
+    """Bytes stored so far: where the next chunk must start."""
+    filename = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.FloatField()
+    expires_at = models.FloatField(db_index=True)

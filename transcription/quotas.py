@@ -20,7 +20,7 @@ from progress.limits import client_address
 
 from . import throttle
 from .conf import limits
-from .models import Transcription
+from .models import Transcription, Upload
 
 __all__ = ["Refusal", "owner_of", "upload_refusal"]
 
@@ -49,10 +49,13 @@ def stored_bytes(owner: str) -> int:
     """Bytes of audio ``owner`` has on disk now (uploads whose job has not finished with them)."""
     mine = [t.task_id for t in tasks.select(owners=[owner])]
     total = Transcription.objects.filter(task_id__in=mine).exclude(audio_path="").aggregate(Sum("size"))
-    return int(total["size__sum"] or 0)
+    unfinished = Upload.objects.filter(owner=owner).aggregate(Sum("length"))  # reserved in full
+    return int(total["size__sum"] or 0) + int(unfinished["length__sum"] or 0)
 
 
-def upload_refusal(scope: Mapping[str, Any], length: int, *, new_task: bool) -> Refusal | None:
+def upload_refusal(
+    scope: Mapping[str, Any], length: int, *, new_task: bool, owner: str | None = None
+) -> Refusal | None:
     """Why this upload may not start now (None: it may); counts it against the rate when it may.
 
     ``new_task``: it starts a task (a new upload or a reservation), so it counts against the rate;
@@ -60,7 +63,7 @@ def upload_refusal(scope: Mapping[str, Any], length: int, *, new_task: bool) -> 
     """
     close_old_connections()
     conf = limits()
-    owner = owner_of(owners_of_scope(scope))
+    owner = owner or owner_of(owners_of_scope(scope))
     if owner is not None and length and stored_bytes(owner) + length > conf.max_owner_bytes:
         detail = f"this account keeps at most {conf.max_owner_bytes} bytes of audio waiting; let a job finish"
         return Refusal("storage_quota", detail, STORAGE_RETRY_AFTER)

@@ -13,7 +13,7 @@ from progress import report_error, tasks
 from progress.schemas import TaskStatus, utcnow
 
 from . import retention
-from .models import Transcription
+from .models import Transcription, Upload
 from .runners import enqueue, uses_celery
 from .stages import QUEUED, UPLOADING
 
@@ -56,12 +56,14 @@ def _housekeeping() -> None:
 
 def recover(before: datetime) -> list[str]:
     """Re-queue tasks queued before ``before`` (the in-process queue died with its server) and fail
-    uploads that were cut off then; the re-queued ids. A claim keeps a re-queued job from running twice."""
+    single-request uploads cut off then (resumable ones wait for their client); the re-queued ids.
+    A claim keeps a re-queued job from running twice."""
     unclaimed = tasks.select(status=TaskStatus.RUNNING.value, claimed=False, updated_before=before)
     requeued = []
+    resumable = set(Upload.objects.values_list("task_id", flat=True))  # their clients resume them
     for task in unclaimed:
         task_id, attempt, stage = task.task_id, task.attempt, task.stage
-        if stage == UPLOADING:
+        if stage == UPLOADING and task_id not in resumable:
             report_error(
                 task_id,
                 "upload_interrupted",

@@ -20,8 +20,9 @@ from progress.state import RESTARTABLE_VALUES
 
 from . import throttle
 from .conf import limits
-from .models import Transcription
+from .models import Transcription, Upload
 from .stages import UPLOADING
+from .tus import expire_uploads
 
 log = logging.getLogger("transcription")
 
@@ -88,7 +89,12 @@ def expire_reservations(owner: str | None = None) -> list[str]:
         owners=None if owner is None else [owner],
     )
     message = "No file arrived for this task in time; please upload again."
-    expired = [t.task_id for t in waiting if report_error(t.task_id, "upload_expired", message)]
+    resumable = set(Upload.objects.values_list("task_id", flat=True))  # they expire on their own time
+    expired = [
+        t.task_id
+        for t in waiting
+        if t.task_id not in resumable and report_error(t.task_id, "upload_expired", message)
+    ]
     if expired:
         log.info("transcription: %s reservations expired without their upload", len(expired))
     return expired
@@ -105,6 +111,7 @@ def sweep() -> None:
         forget_old_tasks,
         forget_unusable_audio,
         expire_reservations,
+        expire_uploads,
         clear_expired_sessions,
         forget_old_hits,
     )

@@ -288,17 +288,72 @@ def _callback_refusal(request: HttpRequest, url: str) -> JsonResponse | None:
     return None
 
 
-def _duration(path: Path) -> tuple[float | None, JsonResponse | None]:
-    """The audio's length, or a refusal: 415 ``invalid_audio`` when its header is damaged or does not
+Refusal = tuple[int, str, str]
+"""An upload refused: its status, error code and detail."""
+
+
+def length_refusal(path: Path) -> tuple[float | None, Refusal | None]:
+    """The audio's length, or why not: 415 ``invalid_audio`` when its header is damaged or does not
     say, 413 ``audio_too_long`` past the limit. Nothing is decoded here."""
     try:
         seconds = audio_duration(path)
     except AudioError as exc:
-        return None, error_response(415, exc.error_code, exc.user_message)
+        return None, (415, exc.error_code, exc.user_message)
     limit = limits().max_audio_seconds
     if seconds > limit:
-        detail = f"the audio lasts {seconds:.0f} s; at most {limit:.0f} s are allowed"
-        return seconds, error_response(413, "audio_too_long", detail)
+        return seconds, (
+            413,
+            "audio_too_long",
+            f"the audio lasts {seconds:.0f} s; at most {limit:.0f} s are allowed",
+        )
+    return seconds, None
+
+
+def store_finished_upload(
+    task_id: str, path: Path, name: str, size: int, upload: Any = None
+) -> Refusal | None:
+    """A whole file at ``path`` (a finished resumable upload) becomes the task's audio and its job is
+    queued (None); or it is refused: the task fails (``upload_rejected``), the file and ``upload`` go."""
+    with path.open("rb") as audio:
+        header = audio.read(max(HEADER_BYTES, 64))
+    seconds, refusal = None, None
+    if not is_audio(header):
+        refusal = (415, "not_audio", "the file is not audio (WAV, FLAC, Ogg, MP3 or AIFF)")
+    else:
+        seconds, refusal = length_refusal(path)
+    if upload is not None:
+        upload.delete()
+    if refusal is not None:
+        path.unlink(missing_ok=True)
+        Transcription.objects.get_or_create(task_id=task_id, defaults={"original_name": name[:255]})
+        report_error(
+            task_id, "upload_rejected", "The upload was refused; see the upload's response.", refusal[2]
+        )
+        return refusal
+    suffix = Path(name).suffix.lower()
+    target = Path(settings.MEDIA_ROOT) / "uploads" / f"{task_id}{suffix if _SUFFIX.match(suffix) else ''}"
+    os.replace(path, target)
+    Transcription.objects.create(
+        task_id=task_id,
+        original_name=name[:255],
+        audio_path=str(target.relative_to(settings.MEDIA_ROOT)),
+        size=size,
+        duration=seconds,
+    )
+    if not report_progress(task_id, QUEUED, 0) and not tasks.exists(task_id):
+        target.unlink(missing_ok=True)  # deleted while its last bytes came
+        Transcription.objects.filter(pk=task_id).delete()
+        return 404, "not_found", "no such task"
+    if not enqueue_or_fail(task_id, 1):
+        return 503, "enqueue_failed", "the job queue is unavailable; retry the task later"
+    return None
+
+
+def _duration(path: Path) -> tuple[float | None, JsonResponse | None]:
+    """``length_refusal`` as a JSON answer."""
+    seconds, refusal = length_refusal(path)
+    if refusal is not None:
+        return seconds, error_response(*refusal)
     return seconds, None
 
 
