@@ -39,10 +39,15 @@ def service(tmp_path: Path, **settings: str) -> Iterator[tuple[Server, dict[str,
 
 
 def call(
-    server: Server, method: str, path: str, key: str | None, body: bytes = b"", **headers: str
+    server: Server,
+    method: str,
+    path: str,
+    key: str | None,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-    sent = {**TUS, **headers}
+    sent = {**TUS, **(headers or {})}
     if key is not None:
         sent["Authorization"] = f"Bearer {key}"
     connection.request(method, path, body if body or method == "PATCH" else None, sent)
@@ -55,7 +60,7 @@ def call(
 def create(server: Server, key: str | None, length: int, name: str = "talk.wav") -> dict[str, str]:
     metadata = "filename " + base64.b64encode(name.encode()).decode()
     status, headers, body = call(
-        server, "POST", "/api/uploads/", key, **{"Upload-Length": str(length), "Upload-Metadata": metadata}
+        server, "POST", "/api/uploads/", key, b"", {"Upload-Length": str(length), "Upload-Metadata": metadata}
     )
     assert status == 201, body
     return headers
@@ -70,7 +75,7 @@ def patch(
         location,
         key,
         chunk,
-        **{"Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"},
+        {"Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"},
     )
 
 
@@ -98,6 +103,7 @@ async def test_tus_an_independent_client_uploads_in_chunks_and_the_job_runs(tmp_
         ).uploader(str(minute), chunk_size=256 * 1024, metadata={"filename": "minute.wav"})
         await asyncio.to_thread(uploader.upload)
         assert uploader.offset == minute.stat().st_size
+        assert uploader.url is not None
         status, headers, _ = call(server, "HEAD", uploader.url.split(str(server.port), 1)[1], alice)
         assert status == 404  # finished: the upload is gone, its task goes on
         listed = await asyncio.to_thread(Http(server, key=alice).call, "GET", "/api/transcriptions/")
@@ -125,7 +131,9 @@ async def test_tus_refusals_answer_as_documented_and_leave_nothing(tmp_path, min
         assert (status, headers["upload-offset"]) == (409, str(64 * 1024))
         # More than a chunk in one request; past the upload's length; past the size limit.
         assert patch(server, alice, location, 64 * 1024, content[64 * 1024 : 64 * 1024 + 65 * 1024])[0] == 413
-        status, _, body = call(server, "POST", "/api/uploads/", alice, **{"Upload-Length": str(5 * 1024**2)})
+        status, _, body = call(
+            server, "POST", "/api/uploads/", alice, b"", {"Upload-Length": str(5 * 1024**2)}
+        )
         assert (status, b"file_too_large" in body) == (413, True)
         # No Tus-Resumable: 412.
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
@@ -135,8 +143,8 @@ async def test_tus_refusals_answer_as_documented_and_leave_nothing(tmp_path, min
         missing = location.rsplit("/", 1)[0] + "/not-an-upload"
         for method in ("HEAD", "PATCH", "DELETE"):
             extra = {"Upload-Offset": str(64 * 1024), "Content-Type": "application/offset+octet-stream"}
-            theirs = call(server, method, location, bob, b"x" if method == "PATCH" else b"", **extra)
-            none = call(server, method, missing, bob, b"x" if method == "PATCH" else b"", **extra)
+            theirs = call(server, method, location, bob, b"x" if method == "PATCH" else b"", extra)
+            none = call(server, method, missing, bob, b"x" if method == "PATCH" else b"", extra)
             assert theirs[0] == none[0] == 404, method
             assert theirs[2] == none[2]
         assert call(server, "HEAD", location, alice)[1]["upload-offset"] == str(64 * 1024)  # untouched
