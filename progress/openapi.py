@@ -18,7 +18,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from .schemas import PingMessage, ServerMessage
 
-__all__ = ["Media", "Operation", "build", "operation", "routes", "undocumented"]
+__all__ = ["Media", "Operation", "build", "declare", "operation", "routes", "undocumented"]
 
 V = TypeVar("V", bound=Callable[..., Any])
 _GROUP = re.compile(r"\(\?P<(\w+)>")
@@ -46,6 +46,8 @@ class Operation:
     form: Mapping[str, str] = field(default_factory=dict)
     """Multipart form fields → their description (``file`` is binary)."""
     query: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Request headers → their description."""
     auth: tuple[str, ...] = ("session", "bearer")
 
 
@@ -104,6 +106,14 @@ def routes(prefixes: tuple[str, ...] = ("progress.", "transcription.")) -> list[
     return found
 
 
+_declared: dict[str, tuple[Operation, ...]] = {}
+
+
+def declare(path: str, *operations: Operation) -> None:
+    """Describe a route served outside Django's URL patterns (an ASGI app before Django)."""
+    _declared[path] = operations
+
+
 def undocumented() -> list[str]:
     """The routes whose view declares no operation."""
     return [path for path, view in routes() if not getattr(view, "openapi", ())]
@@ -124,8 +134,9 @@ def _operation(models: dict[str, Any], path: str, op: Operation) -> dict[str, An
         for name in re.findall(r"{(\w+)}", path)
     ]
     params += [
-        {"name": name, "in": "query", "required": False, "schema": {"type": "string"}, "description": text}
-        for name, text in op.query.items()
+        {"name": name, "in": where, "required": False, "schema": {"type": "string"}, "description": text}
+        for where, named in (("query", op.query), ("header", op.headers))
+        for name, text in named.items()
     ]
     responses: dict[str, Any] = {}
     for status, body in op.responses.items():
@@ -157,8 +168,9 @@ def build(title: str = "API", version: str = "1") -> dict[str, Any]:
     """The OpenAPI 3.1 document of every documented route of ``progress`` and ``transcription``."""
     models: dict[str, Any] = {"ApiError": ApiError.model_json_schema()}
     paths: dict[str, dict[str, Any]] = {}
-    for path, view in routes():
-        for op in getattr(view, "openapi", ()):
+    declared = [(path, ops) for path, ops in _declared.items()]
+    for path, ops in [(path, getattr(view, "openapi", ())) for path, view in routes()] + declared:
+        for op in ops:
             paths.setdefault(path, {})[op.method.lower()] = _operation(models, path, op)
     frames = TypeAdapter(ServerMessage).json_schema(ref_template="#/components/schemas/{model}")
     models.update(frames.pop("$defs", {}))

@@ -28,9 +28,10 @@ from pathlib import Path
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from progress import areport_progress, delete_task, report_error, start_task, watch_token
+from progress import areport_progress, delete_task, openapi, report_error, start_task, watch_token
 from progress.access import SESSION_OWNER_KEY, owners_of_scope
 from progress.keys import bearer_of_headers
+from progress.openapi import Operation
 from progress.views import NOT_FOUND_BODY
 
 from .conf import limits
@@ -45,6 +46,54 @@ VERSION = b"1.0.0"
 EXTENSIONS = b"creation,termination,expiration,checksum"
 PATH = re.compile(r"^/api/uploads/?(?:(?P<upload_id>[A-Za-z0-9_-]{1,40})/?)?$")
 IDLE_TIMEOUT = 30.0
+
+
+_TUS = {"Tus-Resumable": "1.0.0 (required)"}
+_MISSING = "no such upload, another's, or expired (the same answer)"
+openapi.declare(
+    "/api/uploads/",
+    Operation("OPTIONS", "The server's tus version, extensions and limits", {204: "no body"}, auth=()),
+    Operation(
+        "POST",
+        "Create a resumable upload; reserves its task (Upload-Task-Id, Upload-Watch-Token, Location)",
+        {
+            201: "created",
+            400: "length_required, empty_file",
+            412: "tus_version",
+            413: "file_too_large",
+            429: "too_many_uploads, storage_quota, daily_quota (Retry-After)",
+        },
+        headers={**_TUS, "Upload-Length": "the file's size", "Upload-Metadata": "filename <base64>"},
+    ),
+)
+openapi.declare(
+    "/api/uploads/{upload_id}",
+    Operation(
+        "HEAD",
+        "How much the server has (Upload-Offset, Upload-Length)",
+        {200: "no body", 404: _MISSING},
+        headers=_TUS,
+    ),
+    Operation(
+        "PATCH",
+        "Append one chunk at Upload-Offset (application/offset+octet-stream)",
+        {
+            204: "stored (Upload-Offset)",
+            404: _MISSING,
+            409: "offset_mismatch",
+            413: "chunk_too_large",
+            415: "bad_content_type, not_audio",
+            460: "checksum_mismatch",
+        },
+        headers={**_TUS, "Upload-Offset": "where the chunk starts", "Upload-Checksum": "sha1 <base64>"},
+    ),
+    Operation(
+        "DELETE",
+        "Abandon the upload: its bytes and its task go",
+        {204: "deleted", 404: _MISSING},
+        headers=_TUS,
+    ),
+)
 
 
 def parse_metadata(raw: str) -> dict[str, str]:

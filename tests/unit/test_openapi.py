@@ -27,7 +27,12 @@ def test_openapi_every_route_of_progress_and_transcription_is_documented():
 def test_openapi_names_every_route(document):
     paths = {path for path, _ in openapi.routes()}
     assert paths <= set(document["paths"])
-    for path in ("/api/tasks/{task_id}/", "/api/tasks/", "/api/tasks/{task_id}/result.{fmt}", "/healthz/"):
+    for path in (
+        "/api/tasks/{task_id}/",
+        "/api/tasks/",
+        "/api/tasks/{task_id}/result.{fmt}",
+        "/api/uploads/",
+    ):
         assert path in document["paths"], path
 
 
