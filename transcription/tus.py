@@ -45,7 +45,8 @@ log = logging.getLogger("transcription")
 VERSION = b"1.0.0"
 EXTENSIONS = b"creation,termination,expiration,checksum"
 PATH = re.compile(r"^/api/uploads/?(?:(?P<upload_id>[A-Za-z0-9_-]{1,40})/?)?$")
-IDLE_TIMEOUT = 30.0
+_writing: set[str] = set()
+"""Uploads a PATCH of this process is writing now."""
 
 
 _TUS = {"Tus-Resumable": "1.0.0 (required)"}
@@ -183,7 +184,14 @@ class TusApp:
             }
             await _answer(send, 200, _headers(state))
         elif method == "PATCH":
-            await Chunk(found, headers, receive, send).run()
+            if upload_id in _writing:  # a second request on one upload would write over the first
+                await _error(send, 423, "upload_busy", "another request is writing this upload")
+                return
+            _writing.add(upload_id)
+            try:
+                await Chunk(found, headers, receive, send).run()
+            finally:
+                _writing.discard(upload_id)
         elif method == "DELETE":
             await sync_to_async(_terminate, thread_sensitive=False)(found)
             await _answer(send, 204, _headers())
@@ -390,7 +398,7 @@ class Chunk:
             out.truncate()
             while True:
                 try:
-                    message = await asyncio.wait_for(self.receive(), IDLE_TIMEOUT)
+                    message = await asyncio.wait_for(self.receive(), limits().upload_idle_timeout)
                 except TimeoutError:
                     break
                 if message["type"] != "http.request":
