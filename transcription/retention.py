@@ -21,8 +21,8 @@ from progress.state import RESTARTABLE_VALUES
 from . import throttle
 from .conf import limits
 from .models import Transcription, Upload
+from .resumable import expire_uploads
 from .stages import UPLOADING
-from .tus import expire_uploads
 
 log = logging.getLogger("transcription")
 

@@ -18,25 +18,17 @@ import hashlib
 import json
 import logging
 import re
-import secrets
-import time
 from email.utils import formatdate
-from http.cookies import SimpleCookie
-from importlib import import_module
-from pathlib import Path
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 
-from progress import areport_progress, delete_task, openapi, report_error, start_task, watch_token
-from progress.access import SESSION_OWNER_KEY, owners_of_scope
-from progress.keys import bearer_of_headers
+from progress import areport_progress, openapi, watch_token
 from progress.openapi import Operation
 from progress.views import NOT_FOUND_BODY
 
+from . import resumable
 from .conf import limits
 from .models import Upload
-from .quotas import owner_of, upload_refusal
 from .stages import UPLOADING
 from .upload import ASGIApp, Receive, Scope, Send
 
@@ -111,11 +103,6 @@ def parse_metadata(raw: str) -> dict[str, str]:
     return found
 
 
-def part_path(upload_id: str) -> Path:
-    """Where an unfinished upload's bytes are kept."""
-    return Path(settings.MEDIA_ROOT) / "uploads" / "partial" / f"{upload_id}.part"
-
-
 def _headers(extra: dict[str, str] | None = None) -> list[tuple[bytes, bytes]]:
     headers = [(b"tus-resumable", VERSION), (b"cache-control", b"no-store")]
     return headers + [(k.lower().encode(), v.encode("latin-1")) for k, v in (extra or {}).items()]
@@ -171,7 +158,7 @@ class TusApp:
             else:
                 await _error(send, 405, "method_not_allowed", "POST creates an upload here")
             return
-        found = await sync_to_async(_owned_upload, thread_sensitive=False)(upload_id, scope)
+        found = await sync_to_async(resumable.owned, thread_sensitive=False)(upload_id, scope)
         if found is None:
             await _answer(send, 404, _headers(), NOT_FOUND_BODY)  # missing, another's, expired: alike
             return
@@ -193,7 +180,7 @@ class TusApp:
             finally:
                 _writing.discard(upload_id)
         elif method == "DELETE":
-            await sync_to_async(_terminate, thread_sensitive=False)(found)
+            await sync_to_async(resumable.terminate, thread_sensitive=False)(found)
             await _answer(send, 204, _headers())
         else:
             await _error(send, 405, "method_not_allowed", "HEAD, PATCH or DELETE an upload")
@@ -214,8 +201,10 @@ class TusApp:
             await _error(send, 400, "empty_file", "the file is empty")
             return
         try:
-            upload, cookie = await sync_to_async(_create, thread_sensitive=False)(scope, headers, length)
-        except Refusal as refused:
+            upload, cookie = await sync_to_async(resumable.create, thread_sensitive=False)(
+                scope, headers, length
+            )
+        except resumable.Refusal as refused:
             await _error(send, refused.status, refused.code, refused.detail, refused.headers)
             return
         extra = {
@@ -229,104 +218,6 @@ class TusApp:
         if cookie:
             response.append((b"set-cookie", cookie.encode("latin-1")))
         await _answer(send, 201, response)
-
-
-def _owned_upload(upload_id: str, scope: Scope) -> Upload | None:
-    """The upload if the requester made it and it has not expired (an expired one is cleared now)."""
-    from django.db import close_old_connections
-
-    close_old_connections()
-    upload = Upload.objects.filter(pk=upload_id).first()
-    if upload is None or upload.owner not in owners_of_scope(scope):
-        return None
-    if upload.expires_at < time.time():
-        expire(upload)
-        return None
-    return upload
-
-
-class Refusal(Exception):
-    """An answer other than success: status, error code, detail and headers."""
-
-    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.detail, self.headers = status, code, detail, headers or {}
-
-
-def _create(scope: Scope, headers: dict[str, str], length: int) -> tuple[Upload, str]:
-    from django.db import close_old_connections
-
-    close_old_connections()
-    cookie = ""
-    owner = owner_of(owners_of_scope(scope))
-    if owner is None:
-        if bearer_of_headers(scope["headers"]) is not None:
-            raise Refusal(401, "unauthorized", "the API key is not valid", {"WWW-Authenticate": "Bearer"})
-        owner, cookie = _new_session()
-    refusal = upload_refusal(scope, length, new_task=True, owner=owner)
-    if refusal is not None:
-        raise Refusal(429, refusal.code, refusal.detail, {"Retry-After": str(refusal.retry_after)})
-    filename = parse_metadata(headers.get("upload-metadata", "")).get("filename", "")[:255]
-    task_id = start_task(UPLOADING, owner=owner)
-    now = time.time()
-    upload = Upload.objects.create(
-        upload_id=secrets.token_urlsafe(24),
-        task_id=task_id,
-        owner=owner,
-        length=length,
-        filename=filename,
-        created_at=now,
-        expires_at=now + limits().upload_expiry,
-    )
-    path = part_path(upload.upload_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch()
-    return upload, cookie
-
-
-def _new_session() -> tuple[str, str]:
-    """An anonymous session to own the upload, as the upload page's first reservation would make."""
-    engine = import_module(settings.SESSION_ENGINE)
-    session = engine.SessionStore()
-    value = secrets.token_urlsafe(18)
-    session[SESSION_OWNER_KEY] = value
-    session.create()
-    cookie: SimpleCookie = SimpleCookie()
-    name = settings.SESSION_COOKIE_NAME
-    cookie[name] = session.session_key or ""
-    morsel = cookie[name]
-    morsel["path"] = settings.SESSION_COOKIE_PATH
-    morsel["httponly"] = settings.SESSION_COOKIE_HTTPONLY
-    morsel["samesite"] = settings.SESSION_COOKIE_SAMESITE or "Lax"
-    morsel["max-age"] = settings.SESSION_COOKIE_AGE
-    if settings.SESSION_COOKIE_SECURE:
-        morsel["secure"] = True
-    return f"session:{value}", morsel.OutputString()
-
-
-def _terminate(upload: Upload) -> None:
-    """DELETE: the bytes, the upload and its task go."""
-    part_path(upload.upload_id).unlink(missing_ok=True)
-    upload.delete()
-    delete_task(upload.task_id)
-
-
-def expire(upload: Upload) -> None:
-    """An upload past its time: its bytes go, its task fails as ``upload_expired``."""
-    part_path(upload.upload_id).unlink(missing_ok=True)
-    Upload.objects.filter(pk=upload.upload_id).delete()
-    message = "The upload did not finish in time; please upload the file again."
-    report_error(
-        upload.task_id, "upload_expired", message, f"{upload.offset} of {upload.length} bytes arrived"
-    )
-
-
-def expire_uploads(now: float | None = None) -> int:
-    """Housekeeping: every upload past its time; how many."""
-    stale = list(Upload.objects.filter(expires_at__lt=time.time() if now is None else now))
-    for upload in stale:
-        expire(upload)
-    return len(stale)
 
 
 class Chunk:
@@ -367,7 +258,7 @@ class Chunk:
             await _error(self.send, 460, "checksum_mismatch", "the chunk does not match its Upload-Checksum")
             return
         new_offset = upload.offset + received
-        saved = await sync_to_async(_advance, thread_sensitive=False)(upload, new_offset)
+        saved = await sync_to_async(resumable.advance, thread_sensitive=False)(upload, new_offset)
         if not saved:
             await _error(self.send, 409, "offset_mismatch", "another request moved this upload meanwhile")
             return
@@ -376,7 +267,7 @@ class Chunk:
         if not complete:
             return  # the client went away; it resumes from new_offset
         if new_offset == upload.length:
-            refusal = await sync_to_async(finish, thread_sensitive=False)(upload)
+            refusal = await sync_to_async(resumable.finish, thread_sensitive=False)(upload)
             if refusal is not None:
                 status, code, detail = refusal
                 await _error(self.send, status, code, detail, {"Upload-Offset": str(new_offset)})
@@ -393,7 +284,7 @@ class Chunk:
         digest = hashlib.sha1() if checksum is not None else None
         written = 0
         complete = False
-        with part_path(self.upload.upload_id).open("r+b") as out:
+        with resumable.part_path(self.upload.upload_id).open("r+b") as out:
             out.seek(self.upload.offset)
             out.truncate()
             while True:
@@ -431,20 +322,3 @@ def _checksum(raw: str | None) -> bytes | None:
         return base64.b64decode(value, validate=True)
     except binascii.Error as exc:
         raise ValueError(value) from exc
-
-
-def _advance(upload: Upload, offset: int) -> bool:
-    """Record the new offset, if no other request moved it meanwhile."""
-    moved = Upload.objects.filter(pk=upload.upload_id, offset=upload.offset).update(offset=offset)
-    upload.offset = offset
-    return moved == 1
-
-
-def finish(upload: Upload) -> tuple[int, str, str] | None:
-    """The last byte arrived: the file becomes the task's audio and the job is queued (None), or it is
-    refused (status, code, detail) and the task fails, with nothing left on disk."""
-    from .views import store_finished_upload
-
-    return store_finished_upload(
-        upload.task_id, part_path(upload.upload_id), upload.filename, upload.length, upload
-    )
