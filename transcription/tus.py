@@ -319,6 +319,9 @@ def _checksum(raw: str | None) -> bytes | None:
     if algorithm.lower() != "sha1":
         raise ValueError(algorithm)
     try:
-        return base64.b64decode(value, validate=True)
+        digest = base64.b64decode(value, validate=True)
     except binascii.Error as exc:
         raise ValueError(value) from exc
+    if len(digest) != hashlib.sha1().digest_size:
+        raise ValueError(value)
+    return digest

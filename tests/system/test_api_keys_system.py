@@ -92,6 +92,18 @@ async def test_api_keys_upload_follow_download_delete_and_refusals(tmp_path, sho
             await asyncio.to_thread(h.call, "GET", "/api/webhooks/secret/") for h in (nobody, wrong, bob)
         ]
         assert secrets[0] == secrets[1] == secrets[2] == answers[0]
+        # The socket: a wrong or revoked key opens nothing (closed as for a missing task); without
+        # a key, a client with no Origin is refused at the handshake.
+        for sent in (wrong.key, bob_key):
+            async with websockets.connect(
+                url, additional_headers={"Authorization": f"Bearer {sent}"}, proxy=None
+            ) as ws:
+                with pytest.raises(websockets.ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 10)
+            assert ws.close_code == 4404
+        with pytest.raises(websockets.InvalidStatus):
+            async with websockets.connect(url, proxy=None):
+                pass
 
         status, _ = await asyncio.to_thread(alice.call, "DELETE", f"/api/tasks/{task_id}/")
         assert status in (200, 204)
