@@ -69,6 +69,7 @@ def _options() -> dict[str, Any]:
         "heartbeatInterval": get_settings().HEARTBEAT_INTERVAL,
         "stages": list(get_settings().stages.working),
         "maxUploadBytes": limits().max_upload_bytes,
+        "uploadChunkBytes": limits().upload_chunk_bytes,
         "finalErrors": sorted(FINAL_ERRORS),
     }
 

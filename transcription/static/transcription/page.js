@@ -134,43 +134,62 @@
     }
   }
 
-  // One reservation at a time: a new visitor's first one gives them their session cookie, which every
-  // later one must carry (two at once would each make a session, and one task would be orphaned).
-  var reserving = Promise.resolve();
-  function reserve() {
-    var next = reserving.then(function () { return page.post("/api/tasks/reserve"); });
-    reserving = next.catch(function () { /* the next reservation goes ahead */ });
-    return next;
-  }
+  // One upload made at a time: a new visitor's first one gives them their session cookie, which every
+  // later one must carry (two at once would each make a session, and one upload would be orphaned).
+  var creating = Promise.resolve();
+  // After a drop the upload waits, then goes on from the server's offset: soon at first, then every 30 s
+  // for half an hour.
+  var RETRIES = [0, 1000, 2000, 4000, 8000, 15000].concat(Array(60).fill(30000));
 
-  // Reserve a task (so the row watches it before a byte is sent), then send the file into it.
+  // Send a file as a resumable upload (tus, /api/uploads/): creating it makes its task, so the row
+  // watches from the first byte; a dropped connection pauses the row and the upload resumes by itself.
+  // An upload of the same file left unfinished (a closed tab) goes on where the server has it.
   function upload(file, row) {
-    return reserve().then(function (res) {
-      if (res.status !== 201) throw new Error(res.body.detail || res.body.error || "The server refused the upload.");
-      row.watch({ task_id: res.body.task_id, token: res.body.watch_token, share_url: res.body.share_url, stage: "uploading", owned: true });
-      return send(res.body.upload_url, file, row);
-    }).then(function (res) {
-      if (res.status !== 201) row.refuse(res.body.detail || res.body.error || "The server refused this file.");
-    }).catch(function (e) {
-      row.refuse(e.message || "The upload failed; check the connection and try again.");
-    });
-  }
-
-  function send(url, file, row) {
-    return new Promise(function (resolve, reject) {
-      var xhr = new XMLHttpRequest(), body = new FormData();
-      body.append("file", file, file.name);
-      xhr.open("POST", url);
-      xhr.setRequestHeader("X-CSRFToken", csrf());
-      xhr.setRequestHeader("Accept", "application/json");
-      xhr.upload.onprogress = function (e) { if (e.lengthComputable) row.uploadProgress(e.loaded, e.total); };
-      xhr.onload = function () {
-        var parsed = {};
-        try { parsed = JSON.parse(xhr.responseText); } catch (e) { /* not JSON */ }
-        resolve({ status: xhr.status, body: parsed });
-      };
-      xhr.onerror = function () { reject(new Error("The upload was interrupted; check the connection and try again.")); };
-      xhr.send(body);
+    return new Promise(function (resolve) {
+      var watching = false, made;
+      var answered = new Promise(function (done) { made = done; });
+      var up = new tus.Upload(file, {
+        endpoint: "/api/uploads/",
+        chunkSize: page.options.uploadChunkBytes,
+        retryDelays: RETRIES,
+        metadata: { filename: file.name },
+        removeFingerprintOnSuccess: true,
+        onAfterResponse: function (req, res) {
+          var taskId = res.getHeader("Upload-Task-Id");
+          made();
+          if (taskId && !watching) {
+            watching = true;
+            page.rows.filter(function (r) { return r !== row && r.taskId === taskId; }).forEach(function (r) {
+              r.el.remove();
+              page.removeRow(r);  // the list's row of an unfinished upload: this row goes on with it
+            });
+            var token = res.getHeader("Upload-Watch-Token") || row.token;
+            var share = "/transcriptions/" + taskId + "/" + (token ? "?token=" + token : "");
+            row.watch({ task_id: taskId, token: token, share_url: share, stage: "uploading", owned: true });
+          }
+          if (res.getStatus() < 300) row.uploadResumed();
+        },
+        onShouldRetry: function (err) {
+          var status = err.originalResponse ? err.originalResponse.getStatus() : 0;
+          if (status >= 400 && status < 500 && status !== 409 && status !== 423) return false;
+          row.uploadPaused();
+          return true;
+        },
+        onProgress: function (sent, total) { row.uploadProgress(sent, total); },
+        onSuccess: function () { resolve(); },
+        onError: function (err) {
+          made();
+          var res = err.originalResponse, body = {};
+          try { body = JSON.parse(res ? res.getBody() : "{}"); } catch (e) { /* not JSON */ }
+          row.refuse(body.detail || body.error || "The upload failed; check the connection and try again.");
+          resolve();
+        }
+      });
+      var turn = creating.then(function () { return up.findPreviousUploads(); }).then(function (previous) {
+        if (previous.length) up.resumeFromPreviousUpload(previous[0]);
+        up.start();
+      });
+      creating = turn.then(function () { return answered; });
     });
   }
 

@@ -197,16 +197,35 @@
       : "about " + Math.round(left / 60) + " min left";
   };
 
+  // The upload's bytes, speed and time left (the speed over the last few seconds of sending).
   Row.prototype.uploadProgress = function (sent, total) {
-    var box = this.q(".bar.upload");
+    var box = this.q(".bar.upload"), now = Date.now();
     box.hidden = sent >= total;
     box.querySelector(".bar-fill").style.transform = "scaleX(" + (total ? sent / total : 0) + ")";
+    var seen = this.sentAt = (this.sentAt || []).filter(function (s) { return now - s.t < 5000 && s.sent <= sent; });
+    seen.push({ t: now, sent: sent });
+    var first = seen[0], rate = now - first.t > 500 ? (sent - first.sent) * 1000 / (now - first.t) : 0;
     if (this.stage === null || this.stage === "uploading") {
       this.badge(label("uploading") + " · step " + (STEPS.indexOf("uploading") + 1) + " of " + STEPS.length, "running");
       this.q(".row-percent").textContent = Math.floor(100 * sent / total) + "%";
-      this.q(".row-message").textContent = size(sent) + " of " + size(total) + " sent";
+      var text = size(sent) + " of " + size(total) + " sent";
+      if (rate > 0 && sent < total) text += " · " + size(rate) + "/s · " + clock((total - sent) / rate) + " left";
+      if (this.el.dataset.upload !== "paused") this.q(".row-message").textContent = text;
       this.bar((SPAN.uploading || [0, 0])[1] * sent / total);
     }
+  };
+
+  // The connection dropped: the upload waits and goes on by itself from the server's offset.
+  Row.prototype.uploadPaused = function () {
+    this.el.dataset.upload = "paused";
+    this.sentAt = [];
+    this.q(".row-message").textContent = "Paused, resuming…";
+    this.announce("upload paused, resuming when the connection returns");
+  };
+
+  Row.prototype.uploadResumed = function () {
+    if (this.el.dataset.upload === "paused") this.announce("upload resumed");
+    this.el.dataset.upload = "sending";
   };
 
   Row.prototype.fail = function (error, attempt) {
