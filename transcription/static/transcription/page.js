@@ -121,6 +121,7 @@
         row.refuse("This file is too large: at most " + TranscriptionRow.size(page.options.maxUploadBytes) + " may be uploaded.");
         return;
       }
+      PendingUploads.keep(file);
       page.queue.push({ file: file, row: row });
     });
     pump();
@@ -176,9 +177,10 @@
           return true;
         },
         onProgress: function (sent, total) { row.uploadProgress(sent, total); },
-        onSuccess: function () { resolve(); },
+        onSuccess: function () { PendingUploads.forget(file); resolve(); },
         onError: function (err) {
           made();
+          PendingUploads.forget(file);  // refused, or given up after half an hour: not sent again
           var res = err.originalResponse, body = {};
           try { body = JSON.parse(res ? res.getBody() : "{}"); } catch (e) { /* not JSON */ }
           row.refuse(body.detail || body.error || "The upload failed; check the connection and try again.");
@@ -223,6 +225,7 @@
   } else {
     wireUploads();
     loadList();
+    PendingUploads.all().then(function (files) { if (files.length) enqueue(files); });
   }
   global.transcriptionPage = page;
 })(window);
