@@ -25,7 +25,7 @@ ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 def server_started() -> None:
     """Once per server process (idempotent): bind the loop sync producers publish on, fail dead jobs
-    (the reaper), collect closed sockets' cycles, and close sockets with 1012 on SIGTERM."""
+    (the reaper), deliver webhooks, collect closed sockets' cycles, and close sockets with 1012 on SIGTERM."""
     bind_server_loop()
     ensure_reaper()
     webhooks.ensure_started()

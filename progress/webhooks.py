@@ -191,6 +191,8 @@ _lock = threading.Lock()
 def ensure_started() -> None:
     """Run the deliverer on a daemon thread of this process, once (server processes, workers)."""
     global _started_pid
+    if _started_pid == os.getpid():  # every request calls this: no lock once started
+        return
     with _lock:
         if _started_pid == os.getpid():
             return

@@ -89,20 +89,6 @@ openapi.declare(
 )
 
 
-def parse_metadata(raw: str) -> dict[str, str]:
-    """``Upload-Metadata``: comma-separated ``key base64value`` pairs (a bad value is left out)."""
-    found: dict[str, str] = {}
-    for pair in raw.split(","):
-        key, _, value = pair.strip().partition(" ")
-        if not key:
-            continue
-        try:
-            found[key] = base64.b64decode(value, validate=True).decode("utf-8") if value else ""
-        except (binascii.Error, UnicodeDecodeError):
-            continue
-    return found
-
-
 def _headers(extra: dict[str, str] | None = None) -> list[tuple[bytes, bytes]]:
     headers = [(b"tus-resumable", VERSION), (b"cache-control", b"no-store")]
     return headers + [(k.lower().encode(), v.encode("latin-1")) for k, v in (extra or {}).items()]
