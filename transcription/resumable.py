@@ -70,18 +70,20 @@ class Refusal(Exception):
 
 
 def create(scope: Scope, headers: dict[str, str], length: int) -> tuple[Upload, str]:
+    """A new upload of ``length`` bytes and its task, for the requester (a new anonymous session if it
+    has none: the cookie to set, else ""); Refusal past a quota or with a key that opens nothing."""
     from django.db import close_old_connections
 
     close_old_connections()
     cookie = ""
     owner = owner_of(owners_of_scope(scope))
-    if owner is None:
-        if bearer_of_headers(scope["headers"]) is not None:
-            raise Refusal(401, "unauthorized", "the API key is not valid", {"WWW-Authenticate": "Bearer"})
-        owner, cookie = _new_session()
-    refusal = upload_refusal(scope, length, new_task=True, owner=owner)
+    if owner is None and bearer_of_headers(scope["headers"]) is not None:
+        raise Refusal(401, "unauthorized", "the API key is not valid", {"WWW-Authenticate": "Bearer"})
+    refusal = upload_refusal(scope, length, new_task=True, owner=owner)  # before a session is made
     if refusal is not None:
         raise Refusal(429, refusal.code, refusal.detail, {"Retry-After": str(refusal.retry_after)})
+    if owner is None:
+        owner, cookie = _new_session()
     filename = parse_metadata(headers.get("upload-metadata", "")).get("filename", "")[:255]
     task_id = start_task(UPLOADING, owner=owner)
     now = time.time()

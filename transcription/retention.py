@@ -21,7 +21,7 @@ from progress.state import RESTARTABLE_VALUES
 from . import throttle
 from .conf import limits
 from .models import Transcription, Upload
-from .resumable import expire_uploads
+from .resumable import expire_uploads, part_path
 from .stages import UPLOADING
 
 log = logging.getLogger("transcription")
@@ -48,9 +48,13 @@ def forget_unusable_audio() -> list[str]:
 
 
 def forget_everything(sender: Any, task_id: str, **kwargs: Any) -> None:
-    """``progress.signals.task_deleted``: the task's audio and its transcription record go."""
+    """``progress.signals.task_deleted``: the task's audio, its transcription record and any
+    unfinished resumable upload of it go."""
     forget(task_id)
     Transcription.objects.filter(pk=task_id).delete()
+    for upload_id in Upload.objects.filter(task_id=task_id).values_list("upload_id", flat=True):
+        part_path(upload_id).unlink(missing_ok=True)
+    Upload.objects.filter(task_id=task_id).delete()
 
 
 def forget_old_tasks() -> list[str]:

@@ -155,6 +155,15 @@ async def test_tus_refusals_answer_as_documented_and_leave_nothing(tmp_path, min
         assert (await asyncio.to_thread(Http(server, key=alice).call, "GET", f"/api/tasks/{task_id}/"))[
             0
         ] == 404
+        # Its task deleted (DELETE /api/tasks/<id>/): the upload and its bytes go with it.
+        doomed = create(server, alice, len(content))
+        assert patch(server, alice, doomed["location"], 0, content[:1000])[0] == 204
+        deleted = await asyncio.to_thread(
+            Http(server, key=alice).call, "DELETE", f"/api/tasks/{doomed['upload-task-id']}/"
+        )
+        assert deleted[0] == 204
+        assert call(server, "HEAD", doomed["location"], alice)[0] == 404
+        assert parts(data_dir) == []
         # Expired: gone, its bytes deleted, its task failed.
         expiring = create(server, alice, len(content))
         assert patch(server, alice, expiring["location"], 0, content[:1000])[0] == 204
