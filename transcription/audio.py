@@ -140,9 +140,11 @@ class _WavLayout:
     data_bytes: int
 
 
-def _wav_layout(path: Path) -> _WavLayout:
-    """Walk a RIFF/WAVE file's chunks: its format and where its samples are; AudioError if broken."""
-    size = path.stat().st_size
+def _wav_layout(path: Path, size: int | None = None) -> _WavLayout:
+    """Walk a RIFF/WAVE file's chunks: its format and where its samples are; AudioError if broken.
+
+    ``size``: the whole file's, when ``path`` holds only its beginning (an upload still arriving)."""
+    size = path.stat().st_size if size is None else size
     fmt: tuple[int, int, int, int] | None = None
     with path.open("rb") as f:
         f.seek(12)
@@ -211,6 +213,21 @@ def check_file(path: Path) -> str:
             f"sox here reads only {sorted(decodable_formats())} (MP3 needs Debian's libsox-fmt-mp3)",
         )
     return kind
+
+
+def declared_duration(path: Path, size: int) -> float | None:
+    """The length a WAV's header declares while ``path`` holds only the first bytes of a file of
+    ``size``; None when it cannot say yet (not WAV, or the header not all here): the whole file is
+    checked once it has arrived."""
+    try:
+        if check_file(path) != "wav":
+            return None
+        layout = _wav_layout(path, size)
+    except AudioError:
+        return None
+    if layout.format_tag not in _FIXED_FRAME_TAGS:
+        return None
+    return layout.data_bytes / (layout.channels * layout.bits // 8 * layout.rate)
 
 
 def duration(path: Path) -> float:

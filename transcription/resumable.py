@@ -20,6 +20,7 @@ from progress import delete_task, report_error, start_task
 from progress.access import SESSION_OWNER_KEY, owners_of_scope
 from progress.keys import bearer_of_headers
 
+from .audio import declared_duration
 from .conf import limits
 from .models import Upload
 from .quotas import owner_of, upload_refusal
@@ -161,4 +162,23 @@ def finish(upload: Upload) -> tuple[int, str, str] | None:
 
     return store_finished_upload(
         upload.task_id, part_path(upload.upload_id), upload.filename, upload.length, upload
+    )
+
+
+EARLY_CHECK_BYTES = 64 * 1024
+"""An upload's first bytes, where a WAV's header says how long the recording is."""
+
+
+def too_long_already(upload: Upload) -> tuple[int, str, str] | None:
+    """Once the first bytes are here: a WAV whose header declares more than the allowed length is
+    refused now (413 ``audio_too_long``), not after its last byte; None when it may go on."""
+    from .views import refuse_upload
+
+    seconds = declared_duration(part_path(upload.upload_id), upload.length)
+    limit = limits().max_audio_seconds
+    if seconds is None or seconds <= limit:
+        return None
+    detail = f"the audio lasts {seconds:.0f} s; at most {limit:.0f} s are allowed"
+    return refuse_upload(
+        upload.task_id, part_path(upload.upload_id), upload.filename, (413, "audio_too_long", detail), upload
     )

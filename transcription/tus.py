@@ -243,11 +243,16 @@ class Chunk:
         if received is None:  # the checksum did not match: the chunk was discarded
             await _error(self.send, 460, "checksum_mismatch", "the chunk does not match its Upload-Checksum")
             return
-        new_offset = upload.offset + received
+        before, new_offset = upload.offset, upload.offset + received
         saved = await sync_to_async(resumable.advance, thread_sensitive=False)(upload, new_offset)
         if not saved:
             await _error(self.send, 409, "offset_mismatch", "another request moved this upload meanwhile")
             return
+        if before < resumable.EARLY_CHECK_BYTES <= new_offset < upload.length:
+            refused = await sync_to_async(resumable.too_long_already, thread_sensitive=False)(upload)
+            if refused is not None:
+                await _error(self.send, *refused)
+                return
         if upload.length:
             await areport_progress(upload.task_id, UPLOADING, min(99, new_offset * 100 // upload.length))
         if not complete:

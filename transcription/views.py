@@ -321,15 +321,10 @@ def store_finished_upload(
         refusal = (415, "not_audio", "the file is not audio (WAV, FLAC, Ogg, MP3 or AIFF)")
     else:
         seconds, refusal = length_refusal(path)
+    if refusal is not None:
+        return refuse_upload(task_id, path, name, refusal, upload)
     if upload is not None:
         upload.delete()
-    if refusal is not None:
-        path.unlink(missing_ok=True)
-        Transcription.objects.get_or_create(task_id=task_id, defaults={"original_name": name[:255]})
-        report_error(
-            task_id, "upload_rejected", "The upload was refused; see the upload's response.", refusal[2]
-        )
-        return refusal
     suffix = Path(name).suffix.lower()
     target = Path(settings.MEDIA_ROOT) / "uploads" / f"{task_id}{suffix if _SUFFIX.match(suffix) else ''}"
     os.replace(path, target)
@@ -347,6 +342,16 @@ def store_finished_upload(
     if not enqueue_or_fail(task_id, 1):
         return 503, "enqueue_failed", "the job queue is unavailable; retry the task later"
     return None
+
+
+def refuse_upload(task_id: str, path: Path, name: str, refusal: Refusal, upload: Any = None) -> Refusal:
+    """A resumable upload refused: its bytes and ``upload`` go, the task fails (``upload_rejected``)."""
+    path.unlink(missing_ok=True)
+    if upload is not None:
+        upload.delete()
+    Transcription.objects.get_or_create(task_id=task_id, defaults={"original_name": name[:255]})
+    report_error(task_id, "upload_rejected", "The upload was refused; see the upload's response.", refusal[2])
+    return refusal
 
 
 def _duration(path: Path) -> tuple[float | None, JsonResponse | None]:

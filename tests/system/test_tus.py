@@ -290,3 +290,17 @@ async def test_tus_300_mb_cut_at_half_server_restarted_then_resumed(tmp_path):
             await wait_status(Http(server, key=key), task_id, {"transcribing", "aligning", "complete"})
             await asyncio.to_thread(Http(server, key=key).call, "POST", f"/api/tasks/{task_id}/cancel")
     os.unlink(audio)
+
+
+async def test_tus_too_long_is_refused_as_soon_as_its_header_is_here(tmp_path):
+    audio = tmp_path / "long.wav"
+    big_wav(audio, 20 * 1024 * 1024)  # its header declares about 109 s
+    head = audio.read_bytes()[: 64 * 1024]
+    with service(tmp_path, TRANSCRIPTION_MAX_AUDIO_SECONDS="60") as (server, env, alice, _):
+        created = create(server, alice, audio.stat().st_size, "long.wav")
+        status, _, body = patch(server, alice, created["location"], 0, head)
+        assert (status, b"audio_too_long" in body) == (413, True)  # after 64 KiB of 20 MiB
+        assert call(server, "HEAD", created["location"], alice)[0] == 404
+        assert parts(Path(env["DATA_DIR"])) == []
+        task = await wait_status(Http(server, key=alice), created["upload-task-id"], {"failed"})
+        assert task["error"]["error_code"] == "upload_rejected"  # type: ignore[index]
