@@ -10,6 +10,7 @@ Signature (``Webhook-Signature: v1=<hex>``): HMAC-SHA256 with the user's secret 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -20,17 +21,19 @@ import secrets
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
 from . import metrics, outbound
 from .conf import get_settings
 from .schemas import utcnow
 
-__all__ = ["Retry", "ended", "ensure_started", "register", "run_due", "secret_for", "sign"]
+__all__ = ["Retry", "ended", "ensure_started", "register", "run_due", "secret_for", "sign", "start_thread"]
 
 log = logging.getLogger("progress")
 
@@ -184,15 +187,40 @@ def _try(row: Any, rule: Retry, clock: Callable[[], float], post: Post, jitter: 
     metrics.WEBHOOKS.labels("retried").inc()
 
 
+_loop_tasks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _run_due_safely() -> None:
+    close_old_connections()
+    run_due()
+
+
+async def _run_on_loop() -> None:
+    while True:
+        await asyncio.sleep(POLL)
+        try:
+            await sync_to_async(_run_due_safely, thread_sensitive=False)()
+        except Exception:
+            log.exception("progress: the webhook deliverer failed; trying again")
+
+
+def ensure_started() -> None:
+    """Deliver on the running loop (a server process) unless it does already (cheap; call per request)."""
+    loop = asyncio.get_running_loop()
+    running = _loop_tasks.get(loop)
+    if running is None or running.done():
+        _loop_tasks[loop] = loop.create_task(_run_on_loop(), name="progress-webhooks")
+
+
 _started_pid: int | None = None
 _lock = threading.Lock()
 
 
-def ensure_started() -> None:
-    """Run the deliverer on a daemon thread of this process, once (server processes, workers)."""
+def start_thread() -> None:
+    """Deliver on a daemon thread of this process, once (Celery workers, which have no loop)."""
     global _started_pid
-    if _started_pid == os.getpid():  # every request calls this: no lock once started
-        return
     with _lock:
         if _started_pid == os.getpid():
             return
@@ -202,9 +230,8 @@ def ensure_started() -> None:
 
 def _loop() -> None:
     while True:
+        time.sleep(POLL)
         try:
-            close_old_connections()
-            run_due()
+            _run_due_safely()
         except Exception:
             log.exception("progress: the webhook deliverer failed; trying again")
-        time.sleep(POLL)

@@ -22,4 +22,4 @@ def _start_reaper(**kwargs: Any) -> None:
     from progress.reaper import start_thread
 
     start_thread()
-    webhooks.ensure_started()  # and delivers webhooks
+    webhooks.start_thread()  # and delivers webhooks
