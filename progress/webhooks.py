@@ -82,10 +82,10 @@ def _new_secret() -> str:
 
 
 def register(task_id: str, url: str, user: Any, base_url: str) -> None:
-    """Give a task a callback: ``url`` is POSTed when it ends (checked by ``outbound.resolve`` first)."""
+    """Give a task a callback: ``url`` is POSTed when it ends. The caller has checked it with
+    ``outbound.resolve`` (before making the task); every try checks it again."""
     from .models import Callback
 
-    outbound.resolve(url)
     Callback.objects.update_or_create(
         task_id=task_id, defaults={"url": url, "user": user, "base_url": base_url}
     )

@@ -264,10 +264,7 @@ def _receive(request: HttpRequest, reserved: str | None, handler: LimitedUploadH
     Transcription.objects.filter(pk=task_id).update(
         audio_path=str(stored.relative_to(settings.MEDIA_ROOT)), size=upload.size or 0, duration=seconds
     )
-    if not report_progress(task_id, QUEUED, 0) and not tasks.exists(task_id):
-        # Its owner deleted the task while the file was on its way: nothing of it may stay.
-        stored.unlink(missing_ok=True)
-        Transcription.objects.filter(pk=task_id).delete()
+    if not _queued(task_id, stored):
         return not_found(request)
     failed = _enqueue(task_id, 1)
     return failed or JsonResponse(task_links(request, task_id), status=201)
@@ -325,8 +322,7 @@ def store_finished_upload(
         return refuse_upload(task_id, path, name, refusal, upload)
     if upload is not None:
         upload.delete()
-    suffix = Path(name).suffix.lower()
-    target = Path(settings.MEDIA_ROOT) / "uploads" / f"{task_id}{suffix if _SUFFIX.match(suffix) else ''}"
+    target = _audio_path(task_id, name)
     os.replace(path, target)
     Transcription.objects.create(
         task_id=task_id,
@@ -335,9 +331,7 @@ def store_finished_upload(
         size=size,
         duration=seconds,
     )
-    if not report_progress(task_id, QUEUED, 0) and not tasks.exists(task_id):
-        target.unlink(missing_ok=True)  # deleted while its last bytes came
-        Transcription.objects.filter(pk=task_id).delete()
+    if not _queued(task_id, target):
         return 404, "not_found", "no such task"
     if not enqueue_or_fail(task_id, 1):
         return 503, "enqueue_failed", "the job queue is unavailable; retry the task later"
@@ -369,10 +363,25 @@ def _enqueue(task_id: str, attempt: int) -> JsonResponse | None:
     return error_response(503, "enqueue_failed", "the job queue is unavailable; retry the task later")
 
 
+def _audio_path(task_id: str, name: str) -> Path:
+    """Where a task's audio is kept: MEDIA_ROOT/uploads/<task_id><suffix of the upload's name>."""
+    suffix = Path(name).suffix.lower()
+    return Path(settings.MEDIA_ROOT) / "uploads" / f"{task_id}{suffix if _SUFFIX.match(suffix) else ''}"
+
+
+def _queued(task_id: str, stored: Path) -> bool:
+    """Report the stored task queued; False (and nothing of it kept) when its owner deleted it while
+    the file was on its way."""
+    if report_progress(task_id, QUEUED, 0) or tasks.exists(task_id):
+        return True
+    stored.unlink(missing_ok=True)
+    Transcription.objects.filter(pk=task_id).delete()
+    return False
+
+
 def _store(upload: UploadedFile[Any], task_id: str) -> Path:
-    """Move the upload's temporary file to MEDIA_ROOT/uploads/<task_id><suffix>."""
-    suffix = Path(upload.name or "").suffix.lower()
-    target = Path(settings.MEDIA_ROOT) / "uploads" / f"{task_id}{suffix if _SUFFIX.match(suffix) else ''}"
+    """Move the upload's temporary file to where the task's audio is kept."""
+    target = _audio_path(task_id, upload.name or "")
     target.parent.mkdir(parents=True, exist_ok=True)
     assert isinstance(upload, TemporaryUploadedFile)  # the only handler in use writes to disk
     os.replace(upload.temporary_file_path(), target)
