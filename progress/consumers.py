@@ -209,6 +209,11 @@ class TaskProgressConsumer(InboxConsumer):
         beat.next()
         beat.check()
 
+    async def layer_resumed(self, message: dict[str, Any]) -> None:
+        """The layer's lost connection is back: look now for what it lost, not at the next heartbeat."""
+        if self.heartbeat is not None and self.heartbeat.running and not self.watcher.finished:
+            self.heartbeat.check(since=message["at"])
+
     async def heartbeat_checked(self, message: dict[str, Any]) -> None:
         """The task's newest seq, read at a heartbeat: catch up if the live path lost something."""
         decision = self.watcher.checked(message["seq"])

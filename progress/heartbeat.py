@@ -51,10 +51,10 @@ class Heartbeat:
         self.wheel = wheel(_tick, resolution_for(interval))
         self.slot = self.wheel.add(self.due, self.inbox)
 
-    def check(self) -> None:
-        """Read the task's newest seq (a read shared in the process): it comes back to the inbox as
-        ``heartbeat.checked``, so a slow read holds up nothing."""
-        newest_seq(self.task_id).add_done_callback(self._checked)
+    def check(self, since: float = 0.0) -> None:
+        """Read the task's newest seq (a read shared in the process, begun at ``since`` loop time or
+        later): it comes back to the inbox as ``heartbeat.checked``, so a slow read holds up nothing."""
+        newest_seq(self.task_id, since).add_done_callback(self._checked)
 
     def _checked(self, read: asyncio.Future[int]) -> None:
         if read.cancelled():
@@ -80,19 +80,29 @@ def _task_seq(task_id: str) -> int:
     return -1 if seq is None else seq
 
 
-# Per loop: task id -> the read of its newest seq that heartbeats in this process share. One read
-# per watcher queued on Django's one thread-sensitive worker and made heartbeats late.
-_seq_reads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Task[int]]] = (
-    weakref.WeakKeyDictionary()
-)
+# Per loop: task id -> (when it began, the read of its newest seq) that heartbeats in this process
+# share. One read per watcher queued on Django's one thread-sensitive worker and made heartbeats late.
+_seq_reads: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Task[int]]]
+] = weakref.WeakKeyDictionary()
 
 
-def newest_seq(task_id: str) -> asyncio.Task[int]:
-    """The read of the task's newest seq, made at most once per half heartbeat interval per process."""
+def newest_seq(task_id: str, since: float = 0.0) -> asyncio.Task[int]:
+    """The read of the task's newest seq, made at most once per half heartbeat interval per process,
+    unless the one in hand began before ``since`` (loop time)."""
     loop = asyncio.get_running_loop()
     reads = _seq_reads.setdefault(loop, {})
-    read = reads.get(task_id)
-    if read is None:
-        read = reads[task_id] = loop.create_task(database_sync_to_async(_task_seq)(task_id))
-        loop.call_later(get_settings().HEARTBEAT_INTERVAL / 2, reads.pop, task_id, None)
+    held = reads.get(task_id)
+    if held is not None and held[0] >= since:
+        return held[1]
+    began = loop.time()
+    read = loop.create_task(database_sync_to_async(_task_seq)(task_id))
+    reads[task_id] = (began, read)
+    loop.call_later(get_settings().HEARTBEAT_INTERVAL / 2, _forget, reads, task_id, read)
     return read
+
+
+def _forget(reads: dict[str, tuple[float, asyncio.Task[int]]], task_id: str, read: asyncio.Task[int]) -> None:
+    held = reads.get(task_id)
+    if held is not None and held[1] is read:  # not a newer read that replaced it
+        del reads[task_id]

@@ -6,6 +6,7 @@ layer in another process sends to this one's consumers and receives from its sen
 it differs, and says so in ``extensions``:
 
 - ``deliver_to``: a channel's messages go straight to a callback as they arrive, no queue per socket;
+  after a lost Redis connection reads again, each callback gets ``RESUMED``: messages may be lost;
 - ``discard_channel``: a channel ends when its consumer does, without a cancelled ``receive``;
 - ``group_send_many``: messages for many groups leave in one pipeline per host;
 - a message for a group is deserialized once, and every member gets the same dict (read only).
@@ -33,6 +34,11 @@ from redis import asyncio as aioredis
 logger = logging.getLogger(__name__)
 
 Sink = Callable[[dict[str, Any]], None]
+
+RESUMED = "layer.resumed"
+"""The type of the message every ``deliver_to`` sink of a loop gets when its lost pub/sub connection
+reads again (a Redis restart or a Sentinel failover), with ``at``, the loop's time then: what was
+published meanwhile never arrived, so look it up with a read begun at ``at`` or later."""
 
 # A read that waits this long for a message returns, so redis-py can send its health-check PING.
 _READ_TIMEOUT = 1.0
@@ -227,6 +233,7 @@ class _Shard:
             if failed:
                 failed = False
                 logger.warning("Redis pub/sub connection back")
+                self.loop_state.resumed()
                 self.loop_state.layer.reconnected()
             if message is not None and message["type"] == "message":
                 deliver(message["channel"], message["data"])
@@ -281,6 +288,13 @@ class _LoopState:
             return
         for target in targets:
             target.put(decoded)  # the same dict for every member: consumers only read it
+
+    def resumed(self) -> None:
+        """Tell every sink that messages may have been lost while a connection was down."""
+        message = {"type": RESUMED, "at": asyncio.get_running_loop().time()}
+        for inbox in list(self.channels.values()):
+            if inbox.sink is not None:
+                inbox.put(message)
 
     async def close(self) -> None:
         """Forget every channel and group and close the connections."""

@@ -83,7 +83,8 @@ def loop_for_sync_caller() -> asyncio.AbstractEventLoop | None:
             _warned_in_memory = True
             log.warning(
                 "progress: publishing from a process that is not the server with the in-memory "
-                "channel layer; state is stored but no watcher receives it live (set REDIS_URL)"
+                "channel layer; state is stored but no watcher receives it live "
+                "(set REDIS_URL or REDIS_SENTINELS)"
             )
         return None
     return _start_own_loop()

@@ -21,6 +21,8 @@ ORIGIN = "http://127.0.0.1"
 # Variables of the test run's own environment that would change what a child process talks to.
 _INHERITED_OVERRIDES = (
     "REDIS_URL",
+    "REDIS_SENTINELS",
+    "REDIS_SENTINEL_MASTER",
     "DATABASE_URL",
     "DATA_DIR",
     "CELERY_BROKER_URL",

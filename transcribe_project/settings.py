@@ -119,29 +119,47 @@ PROGRESS = {
 _CAPACITY = int(PROGRESS.get("CHANNEL_CAPACITY", 1000))
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+
+
+def sentinel_addresses(text: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` as (host, port) pairs; anything else is refused, not skipped."""
+    addresses = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ImproperlyConfigured(f"REDIS_SENTINELS: {item!r} is not host:port")
+        addresses.append((host, int(port)))
+    return addresses
+
+
+REDIS_SENTINELS = sentinel_addresses(os.environ.get("REDIS_SENTINELS", ""))
+"""Redis Sentinel addresses ("host:port,host:port"): the layer and the broker follow its master."""
+REDIS_SENTINEL_MASTER = os.environ.get("REDIS_SENTINEL_MASTER", "mymaster")
+if REDIS_SENTINELS and REDIS_URL:
+    raise ImproperlyConfigured("set REDIS_URL or REDIS_SENTINELS, not both")
+USES_REDIS = bool(REDIS_URL or REDIS_SENTINELS)
+"""Whether the channel layer and the job queue live in Redis (else: in memory and in-process threads)."""
+# Connection options for every Redis connection of the layer, direct or through Sentinel.
+_REDIS_OPTIONS = {"socket_timeout": 30, "socket_connect_timeout": 5, "health_check_interval": 15}
 # "pubsub" (RedisPubSubChannelLayer, the default: faster in the bench, drops nothing under load) or "core"
 # (RedisChannelLayer: per-channel lists in Redis with a capacity; see docs/performance.md).
 REDIS_LAYER = os.environ.get("REDIS_LAYER", "pubsub")
 if REDIS_LAYER not in {"core", "pubsub"}:
     raise ValueError(f"REDIS_LAYER={REDIS_LAYER!r} must be 'core' or 'pubsub'")
-if REDIS_URL:
+if USES_REDIS:
+    # redis-py's defaults (100 connections, failing at once; a 5 s socket timeout equal to the
+    # layer's 5 s blocking read) broke handshakes and idle sockets under load.
+    _host: dict[str, Any] = {"max_connections": 4096, **_REDIS_OPTIONS}
+    if REDIS_SENTINELS:
+        # Sentinel answers fast or not at all: a dead sentinel must not hold up asking the next.
+        _sentinel = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+        _host.update(sentinels=REDIS_SENTINELS, master_name=REDIS_SENTINEL_MASTER, sentinel_kwargs=_sentinel)
+    else:
+        _host["address"] = REDIS_URL
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {
-                # redis-py's defaults (100 connections, failing at once; a 5 s socket timeout equal
-                # to the layer's 5 s blocking read) broke handshakes and idle sockets under load.
-                "hosts": [
-                    {
-                        "address": REDIS_URL,
-                        "max_connections": 4096,
-                        "socket_timeout": 30,
-                        "socket_connect_timeout": 5,
-                        "health_check_interval": 15,
-                    }
-                ],
-                "capacity": _CAPACITY,
-            },
+            "CONFIG": {"hosts": [_host], "capacity": _CAPACITY},
         }
     }
     if REDIS_LAYER == "pubsub":
@@ -194,7 +212,12 @@ TRANSCRIPTION_DIARIZER = os.environ.get(
 
 # Celery (jobs on Redis when REDIS_URL is set): a job is acknowledged only when it ends, and a job
 # whose worker process died goes back to the queue; the job's claim makes a redelivery harmless.
-CELERY_BROKER_URL = REDIS_URL
+CELERY_BROKER_URL = REDIS_URL or ";".join(f"sentinel://{h}:{p}" for h, p in REDIS_SENTINELS)
+if REDIS_SENTINELS:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "master_name": REDIS_SENTINEL_MASTER,
+        "sentinel_kwargs": {"socket_timeout": 0.5, "socket_connect_timeout": 0.5},
+    }
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

@@ -1,4 +1,5 @@
-"""Where jobs run: Celery workers on Redis when REDIS_URL is set, else a bounded pool in the server."""
+"""Where jobs run: Celery workers on Redis (REDIS_URL or REDIS_SENTINELS set), else a bounded pool in
+the server."""
 
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ _pool_lock = threading.Lock()
 
 
 def uses_celery() -> bool:
-    """Whether jobs go to Celery workers (REDIS_URL set) rather than the server's own threads."""
-    return bool(getattr(settings, "REDIS_URL", ""))
+    """Whether jobs go to Celery workers (Redis configured) rather than the server's own threads."""
+    return bool(getattr(settings, "REDIS_URL", "") or getattr(settings, "REDIS_SENTINELS", ()))
 
 
 async def broker_reachable() -> None:

@@ -14,7 +14,7 @@ import redis.exceptions
 from channels.layers import InMemoryChannelLayer
 
 from progress.extensions import has_extension
-from progress.layers import PubSubChannelLayer, decode_hosts, shard_index
+from progress.layers import RESUMED, PubSubChannelLayer, decode_hosts, shard_index
 from tests.conftest import RedisServer, free_port
 
 pytestmark = pytest.mark.redis
@@ -218,12 +218,13 @@ async def test_receiver_survives_redis_restart(layer, redis_server):
     await asyncio.to_thread(redis_server.start)
     # redis-py subscribes again when its pub/sub connection comes back.
     await until(lambda: subscribers(redis_server, "asgi__group__g") == 1, timeout=20)
-    while not got:
+    while len(got) < 2:
         # The publishing connection in the pool may be the old server's.
         with contextlib.suppress(redis.exceptions.ConnectionError):
             await layer.group_send("g", {"type": "task.event", "seq": 1})
         await asyncio.sleep(0.1)
-    assert got[0] == {"type": "task.event", "seq": 1}
+    assert got[0]["type"] == RESUMED  # once subscribed again, before anything published after
+    assert got[1] == {"type": "task.event", "seq": 1}
 
 
 def test_hot_api_is_bound_on_the_class():
@@ -345,6 +346,30 @@ async def test_restart_calls_hooks_once_each(redis_server):
         await until(lambda: events == ["down"], timeout=10)
         await asyncio.to_thread(redis_server.start)
         await until(lambda: events == ["down", "up"], timeout=20)
+    finally:
+        await layer.flush()
+
+
+async def test_restart_tells_every_sink_it_resumed(redis_server):
+    layer = PubSubChannelLayer(hosts=[{"address": redis_server.url, "socket_connect_timeout": 2}])
+    got: dict[str, list[dict[str, Any]]] = {"a": [], "b": []}
+    try:
+        a = await member(layer, redis_server, "g")
+        b = await member(layer, redis_server)
+        layer.deliver_to(a, got["a"].append)
+        layer.deliver_to(b, got["b"].append)
+        plain = await member(layer, redis_server, "g")  # no sink: its receive() sees no notice
+        await asyncio.to_thread(redis_server.stop)
+        down_at = asyncio.get_running_loop().time()
+        await asyncio.to_thread(redis_server.start)
+        await until(lambda: got["a"] and got["b"], timeout=20)
+        for messages in got.values():
+            (notice,) = messages
+            assert notice["type"] == RESUMED
+            assert notice["at"] > down_at
+        await until(lambda: subscribers(redis_server, "asgi__group__g") == 1, timeout=10)
+        await layer.group_send("g", {"type": "task.event", "seq": 1})
+        assert await asyncio.wait_for(layer.receive(plain), 5) == {"type": "task.event", "seq": 1}
     finally:
         await layer.flush()
 

@@ -108,6 +108,22 @@ async def test_redis_layer_pubsub_restart_keeps_the_socket_and_loses_nothing(
         assert quick == 3
 
 
+@pytest.mark.django_db(transaction=True)
+async def test_redis_layer_pubsub_back_catches_up_before_any_heartbeat(pubsub_layer: RedisServer, settings):
+    # The last update of a job may be published while Redis is away (a failover): nothing later
+    # shows the gap, so the layer's "resumed" notice makes every socket look at once.
+    settings.PROGRESS = {**settings.PROGRESS, "MAX_UPDATES_PER_SECOND": 0, "HEARTBEAT_INTERVAL": 3600}
+    await areport_progress("job1", "queued", 0)
+    async with watching("/ws/tasks/job1/") as client:
+        assert isinstance(await receive(client), SnapshotMessage)
+        await asyncio.to_thread(pubsub_layer.stop)
+        await areport_progress("job1", "transcribing", 10)  # stored; its fan-out fails
+        await asyncio.to_thread(pubsub_layer.start)
+        missed = await receive(client, timeout=20)
+        assert isinstance(missed, ProgressMessage)
+        assert (missed.seq, missed.percentage) == (2, 10)
+
+
 async def _next_progress(client: Any, timeout: float = 20) -> ProgressMessage:
     """The next progress frame, skipping heartbeats."""
     while True:
