@@ -29,9 +29,11 @@ FULL_SERVERS = {
     "C": [*BASELINES, CHOSEN],
     "D": [*BASELINES, CHOSEN],
     "E": ["pubsub 200/s", "pubsub flat out", "core 200/s", "core flat out"],
-    "F": ["dict", CHOSEN],
-    "G": ["dict", CHOSEN],
+    "F": ["seed", "dict", CHOSEN],
+    "G": ["seed", "dict", CHOSEN],
     "H": [CHOSEN],
+    "I": ["seed", "seed-sansio", "dict", CHOSEN, "uvicorn+pubsub"],
+    "J": ["seed", "seed-sansio", "dict", CHOSEN, "uvicorn+pubsub"],
 }
 QUICK_SERVERS = {
     "A": [*BASELINES, CHOSEN],
@@ -39,9 +41,11 @@ QUICK_SERVERS = {
     "C": [*BASELINES, CHOSEN],
     "D": [*BASELINES, CHOSEN],
     "E": ["pubsub 200/s", "pubsub flat out"],
-    "F": ["dict", CHOSEN],
-    "G": ["dict", CHOSEN],
+    "F": ["seed", CHOSEN],
+    "G": ["seed", CHOSEN],
     "H": [CHOSEN],
+    "I": ["seed", CHOSEN],
+    "J": ["seed", CHOSEN],
 }
 
 
@@ -100,7 +104,7 @@ def run(
     quick: bool = False,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Run the selected workloads on every selected server; a failed cell records its error."""
-    results: dict[str, dict[str, dict[str, Any]]] = {w: {} for w in "ABCDEFGH" if w in only}
+    results: dict[str, dict[str, dict[str, Any]]] = {w: {} for w in "ABCDEFGHIJ" if w in only}
     stack = Stack(workdir)
     s = sizes
     # The three fan-out workloads differ only in shape: tasks, watchers each, updates and pace.
@@ -163,6 +167,11 @@ def run(
                             clients=s.clients,
                             drain=s.drain,
                         )
+                    elif workload in "IJ":
+                        tasks = s.i_tasks if workload == "I" else s.j_tasks
+                        r = workloads.connects(
+                            stack, kind, name, conns=s.i_conns, tasks=tasks, inflight=s.i_inflight
+                        )
                     elif workload == "G":
                         r = workloads.churn(
                             stack, kind, name, conns=s.g_conns, rounds=s.g_rounds, tasks=s.d_tasks
@@ -184,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run, print the table (and the figures as JSON with --json)."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one product server (CI)")
-    parser.add_argument("--only", default="ABCDEFGH", help="workloads to run, e.g. AB")
+    parser.add_argument("--only", default="ABCDEFGHIJ", help="workloads to run, e.g. AB")
     parser.add_argument("--servers", help="comma-separated server kinds for A-D (default: per workload)")
     parser.add_argument(
         "--set", action="append", default=[], metavar="SIZE=N", help="override a size, e.g. d_conns=3000"
@@ -200,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     servers = dict(QUICK_SERVERS if args.quick else FULL_SERVERS)
     if args.servers:
         chosen = args.servers.split(",")
-        servers.update({w: chosen for w in "ABCDFG"})
+        servers.update({w: chosen for w in "ABCDFGIJ"})
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     started = time.monotonic()
     try:

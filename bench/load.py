@@ -132,6 +132,7 @@ async def run(config: dict[str, Any]) -> dict[str, Any]:
     gate = asyncio.Semaphore(config.get("concurrency", 100))
     failed: list[str] = []
     connected_at: list[float] = [0.0] * len(urls)
+    opened_at: list[float] = [0.0] * len(urls)
     synced = bool(config.get("synced"))
     resume = bool(config.get("resume"))
 
@@ -177,6 +178,7 @@ async def run(config: dict[str, Any]) -> dict[str, Any]:
             except Exception as exc:  # counted and reported: a refused socket is a result
                 failed.append(repr(exc)[:200])
                 return
+            opened_at[i] = time.time()
             if synced:
                 # The product's first frame is the task's snapshot: until then the watcher is still
                 # connecting (group joined, state read), not yet waiting for live updates.
@@ -217,6 +219,9 @@ async def run(config: dict[str, Any]) -> dict[str, Any]:
         "failed": len(failed),
         "errors": failed[:3],
         "connect_s": connect_s,
+        "started": started,
+        "opened_at": opened_at,
+        "connected_at": connected_at,
         "received": [w.received for w in watchers],
         "finals": sum(w.final for w in watchers),
         "disorder": sum(w.disorder for w in watchers),

@@ -1,6 +1,6 @@
 """A producer process: reports progress on a schedule and prints what each call cost, as JSON.
 
-``python -m bench.producer CONFIG_JSON``. Target ``product`` calls ``progress.report_progress`` (sync,
+``python -m bench.producer CONFIG_FILE``. Target ``product`` calls ``progress.report_progress`` (sync,
 like a Celery worker; the environment selects the database and the Redis layer); a ``ws://`` target
 sends the same frames to a baseline server's /pub/<task>/ socket. Every update's message carries the
 publish time, ``t=<epoch seconds>``, which the load clients subtract from the arrival time.
@@ -160,8 +160,9 @@ async def run_ws(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    """Entry point: the config is one JSON argument; results go to its ``out`` file."""
-    config = json.loads(sys.argv[1])
+    """Entry point: the argument names a JSON config file; results go to its ``out`` file."""
+    with open(sys.argv[1]) as f:
+        config = json.load(f)
     if config["target"] == "product":
         result = run_product(config)
     else:

@@ -59,6 +59,14 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("p99_ms", "p99 ms", "{:.1f}"),
         ("lost", "lost", "{:d}"),
     ],
+    "I": [
+        ("connected", "conns", "{:d}"),
+        ("connects_per_s", "open/s", "{:,.0f}"),
+        ("synced_per_s", "in sync/s", "{:,.0f}"),
+        ("all_open_s", "all open s", "{:.2f}"),
+        ("cpu_ms_per_connect", "CPU ms/conn", "{:.2f}"),
+        ("failed", "failed", "{:d}"),
+    ],
     "G": [
         ("rss_before_mb", "RSS before MB", "{:.0f}"),
         ("rss_first_mb", "after 1st MB", "{:.0f}"),
@@ -74,10 +82,12 @@ KEY = {
     "D": "kb_per_conn",
     "F": "storm_s",
     "G": "rss_last_mb",
+    "I": "connects_per_s",
+    "J": "connects_per_s",
 }
 TITLES = {
     "A": "A  1 task x {a_watchers} watchers, {a_rate:g} updates/s, {a_count} updates "
-    "(target p99 < 50 ms, 0 lost)",
+    "(target p99 < 50 ms and <= 1.0 x seed, 0 lost)",
     "B": "B  1 task x {b_watchers} watchers, {b_count} updates flat out (target >= 0.5 x dict msgs/s)",
     "C": "C  {c_tasks} tasks x 2 watchers, {c_rate:g} updates/s each, 2 server processes "
     "(target p99 < 100 ms, 0 lost)",
@@ -88,9 +98,17 @@ TITLES = {
     "their stages (target 0 stages missed)",
     "H": "H  scale-out: {h_tasks} tasks x {h_watchers} watchers, {h_rate:g} updates/s each, two producers, "
     "1, 2 and 4 server processes sharing Redis",
+    "I": "I  connect rate: {i_conns} sockets over {i_tasks} tasks, {i_inflight} handshakes in flight "
+    "(target >= 1.0 x seed)",
+    "J": "J  connect rate, one watcher per task: {i_conns} sockets over {j_tasks} tasks, {i_inflight} "
+    "handshakes in flight (target >= 1.0 x seed)",
     "G": "G  memory under churn: {g_rounds} rounds of {g_conns} sockets connecting and closing "
     "(target: last round within 10% of the first)",
 }
+
+
+# The baselines each judged figure is divided by: the seed design first, the one to beat.
+RATIOS = (("seed", 8), ("dict", 8), ("broadcast", 12))
 
 
 def _fmt(fmt: str, value: Any) -> str:
@@ -105,11 +123,11 @@ def table(results: dict[str, dict[str, dict[str, Any]]], sizes: dict[str, Any]) 
             continue
         lines.append("")
         lines.append(TITLES[workload].format(**sizes))
-        cols = COLUMNS[workload]
+        cols = COLUMNS["I" if workload == "J" else workload]
         key = KEY.get(workload)
         header = [f"{'server':<22}"] + [f"{label:>15}" for _, label, _ in cols]
         if key:
-            header += [f"{'x dict':>8}", f"{'x broadcast':>12}"]
+            header += [f"{'x ' + base:>{width}}" for base, width in RATIOS]
         lines.append(" ".join(header))
         for server, figures in rows.items():
             if "error" in figures:
@@ -117,7 +135,7 @@ def table(results: dict[str, dict[str, dict[str, Any]]], sizes: dict[str, Any]) 
                 continue
             cells = [f"{server:<22}"] + [f"{_fmt(fmt, figures[k]):>15}" for k, _, fmt in cols]
             if key:
-                for base, width in (("dict", 8), ("broadcast", 12)):
+                for base, width in RATIOS:
                     ref = rows.get(base, {}).get(key)
                     ratio = figures[key] / ref if ref else None
                     cells.append(f"{ratio:>{width}.2f}" if ratio is not None else f"{'-':>{width}}")

@@ -20,10 +20,12 @@ from typing import IO, Any
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 
-# Server kinds: the product (ASGI server + channel layer) and the two baselines.
-BASELINES = ("dict", "broadcast")
-# Server kinds: "<server>+<layer>" for the product, "dict" or "broadcast" for the baselines; a
-# "-sansio" suffix on uvicorn or dict runs uvicorn with websockets' sans-I/O protocol.
+# Server kinds: the product (ASGI server + channel layer) and the baselines: "seed", the design the
+# product replaces (FastAPI, a dict of sockets, send_json in a loop), what every table is judged
+# against; "dict", the same design as a bare ASGI app; "broadcast", websockets' own fan-out, a floor.
+BASELINES = ("seed", "dict", "broadcast")
+# Server kinds: "<server>+<layer>" for the product, a baseline's name for the baselines; a
+# "-sansio" suffix on uvicorn, seed or dict runs uvicorn with websockets' sans-I/O protocol.
 
 
 def free_port() -> int:
@@ -154,9 +156,10 @@ class Stack:
         if kind == "broadcast":
             env = dict(os.environ, PYTHONPATH=str(ROOT), HEARTBEAT_INTERVAL=hb)
             args = [PY, "-m", "bench.baselines.broadcast_server", str(port)]
-        elif kind.startswith("dict"):
+        elif kind.startswith(("dict", "seed")):
             env = dict(os.environ, PYTHONPATH=str(ROOT), HEARTBEAT_INTERVAL=hb)
-            args = _uvicorn("bench.baselines.dict_server:app", port, kind)
+            module = "seed_server" if kind.startswith("seed") else "dict_server"
+            args = _uvicorn(f"bench.baselines.{module}:app", port, kind)
         else:
             server, layer = kind.split("+")
             env = self.env(layer, PROGRESS_HEARTBEAT_INTERVAL=hb)
@@ -243,9 +246,9 @@ class Stack:
     def produce(self, config: dict[str, Any], env: dict[str, str]) -> subprocess.Popen[bytes]:
         """Start a producer process; read its figures with ``result()``."""
         out = self._out("producer")
-        proc = self._spawn(
-            [PY, "-m", "bench.producer", json.dumps({**config, "out": str(out)})], env, "producer.log"
-        )
+        path = out.with_suffix(".config")  # 5,000 task ids exceed the kernel's limit on one argument
+        path.write_text(json.dumps({**config, "out": str(out)}))
+        proc = self._spawn([PY, "-m", "bench.producer", str(path)], env, "producer.log")
         self.outputs[proc.pid] = out
         return proc
 

@@ -37,6 +37,10 @@ class Sizes:
     h_watchers: int = 100
     h_count: int = 100
     h_rate: float = 10
+    i_conns: int = 5000
+    i_tasks: int = 50
+    i_inflight: int = 100
+    j_tasks: int = 5000
     clients: int = 2
     drain: float = 30
 
@@ -63,6 +67,9 @@ QUICK = Sizes(
     h_tasks=10,
     h_watchers=4,
     h_count=5,
+    i_conns=200,
+    i_tasks=10,
+    j_tasks=200,
     drain=10,
 )
 
@@ -325,4 +332,48 @@ def churn(stack: Stack, kind: str, name: str, *, conns: int, rounds: int, tasks:
         "rss_last_mb": after[-1] / 1024,
         "growth_pct": 100 * (after[-1] - after[0]) / max(1, after[0]),
         "rss_rounds_mb": [round(a / 1024, 1) for a in after],
+    }
+
+
+def connects(
+    stack: Stack, kind: str, name: str, *, conns: int, tasks: int, inflight: int, clients: int = 2
+) -> dict[str, Any]:
+    """``conns`` watchers of ``tasks`` tasks connect to one server, ``inflight`` handshakes at a time.
+
+    "open" is when the handshake completed; the product's watcher is "in sync" once its snapshot
+    arrived too (the seed sends nothing until the next update: its browser shows nothing till then).
+    """
+    procs = _servers(stack, kind, 1)
+    proc, base = procs[0]
+    try:
+        ids = [f"{name}-{kind.replace('+', '_')}-{i}" for i in range(tasks)]
+        query = _init_tasks(stack, kind, ids)
+        urls = [f"{base}/ws/tasks/{ids[i % tasks]}/{query[ids[i % tasks]]}" for i in range(conns)]
+        warm = stack.load(urls[:1], synced=not is_baseline(kind))
+        stack.wait_ready(warm)
+        stack.finish(warm, 0)
+        cpu_before = cpu_seconds(proc.pid)
+        loads = [
+            stack.load(chunk, concurrency=max(1, inflight // clients), synced=not is_baseline(kind))
+            for chunk in _split(urls, clients)
+        ]
+        for load in loads:
+            stack.wait_ready(load)
+        cpu = cpu_seconds(proc.pid) - cpu_before
+        got = [stack.finish(load, 0) for load in loads]
+    finally:
+        stack.stop(proc)
+    opened = sorted(at for g in got for at in g["opened_at"] if at)
+    synced = sorted(at for g in got for at in g["connected_at"] if at)
+    if not opened:
+        raise RuntimeError(f"no socket opened: {[g['errors'] for g in got]}")
+    start = min(g["started"] for g in got)
+    return {
+        "watchers": conns,
+        "connected": len(synced),
+        "failed": sum(g["failed"] for g in got),
+        "connects_per_s": len(opened) / max(1e-6, opened[-1] - start),
+        "synced_per_s": len(synced) / max(1e-6, synced[-1] - start) if synced else 0.0,
+        "all_open_s": opened[-1] - start,
+        "cpu_ms_per_connect": 1000 * cpu / max(1, len(opened)),
     }

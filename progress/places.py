@@ -87,23 +87,41 @@ class _Line:
         self.clock = clock
         self.lock = threading.Lock()
         self.read: tuple[float, dict[str, Place]] | None = None
+        self.reading: threading.Event | None = None
+        """Set when the read in flight is done: threads that want the line meanwhile wait for it."""
+        self.changes = 0
         self.announced_at = float("-inf")
         self.trailing: threading.Timer | None = None
 
     def places(self) -> dict[str, Place]:
-        with self.lock:
-            kept = self.read
-        if kept is not None and self.clock() - kept[0] < MAX_AGE:
-            return kept[1]
-        found = _read_places()
-        with self.lock:
-            self.read = (self.clock(), found)
+        # One read at a time: a reconnect storm's snapshots all want the line as its reading expires,
+        # and each read of a long line costs as much as hundreds of snapshots.
+        while True:
+            with self.lock:
+                kept, reading = self.read, self.reading
+                if kept is not None and self.clock() - kept[0] < MAX_AGE:
+                    return kept[1]
+                if reading is None:
+                    done = self.reading = threading.Event()
+                    began, changes = self.clock(), self.changes
+                    break
+            reading.wait(5)
+        try:
+            found = _read_places()
+            with self.lock:
+                if self.changes == changes:  # else the line changed during the read: not kept
+                    self.read = (began, found)
+        finally:
+            with self.lock:
+                self.reading = None
+            done.set()
         return found
 
     def changed(self) -> None:
         """The line changed: forget the reading, and announce now or at the end of the burst."""
         with self.lock:
             self.read = None
+            self.changes += 1
             wait = self.announced_at + ANNOUNCE_EVERY - self.clock()
             if wait <= 0:
                 self.announced_at = self.clock()
@@ -120,6 +138,7 @@ class _Line:
         with self.lock:
             self.trailing = None
             self.read = None
+            self.changes += 1
             self.announced_at = self.clock()
         try:
             _announce()

@@ -36,7 +36,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def test_bench_quick_every_workload_has_figures_for_every_server(quick_run):
-    assert set(quick_run) == set("ABCDEFGH")
+    assert set(quick_run) == set("ABCDEFGHIJ")
     for workload, servers in QUICK_SERVERS.items():
         expected = {f"{CHOSEN} x{n}" for n in (1, 2, 4)} if workload == "H" else set(servers)
         assert set(quick_run[workload]) == expected, workload
@@ -85,3 +85,12 @@ def test_bench_quick_scale_out_loses_nothing_on_any_process_count(quick_run):
         assert figures["lost"] == 0, key
         assert figures["delivered"] > 0, key
         assert "redis_cpu_us_per_update" in figures, key  # /proc counts 10 ms ticks: may be 0 this small
+
+
+@pytest.mark.parametrize("workload", ["I", "J"])
+def test_bench_quick_connect_rate_opens_every_socket(quick_run, workload):
+    assert "seed" in quick_run[workload]
+    for server, figures in quick_run[workload].items():
+        assert figures["connected"] == figures["watchers"], server
+        assert figures["failed"] == 0, server
+        assert figures["connects_per_s"] > 0, server

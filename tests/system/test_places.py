@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -139,3 +140,48 @@ def test_places_a_reading_is_reused_until_a_change_or_its_age(monkeypatch):
     line.changed()
     line.places()
     assert len(reads) == 3
+
+
+def test_places_threads_that_ask_during_a_read_share_it(monkeypatch):
+    from progress import places
+
+    reads: list[int] = []
+    release = threading.Event()
+
+    def read() -> dict[str, tuple[int, float | None]]:
+        reads.append(1)
+        release.wait(5)
+        return {"t": (0, None)}
+
+    monkeypatch.setattr(places, "_read_places", read)
+    line = places._Line(clock=lambda: 0.0)
+    got: list[dict[str, tuple[int, float | None]]] = []
+    threads = [threading.Thread(target=lambda: got.append(line.places())) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    while not reads:
+        release.wait(0.01)
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert len(reads) == 1
+    assert got == [{"t": (0, None)}] * 8
+
+
+def test_places_a_read_begun_before_a_change_is_not_kept(monkeypatch):
+    from progress import places
+
+    line = places._Line(clock=lambda: 0.0)
+    monkeypatch.setattr(places, "_announce", lambda: None)
+    calls: list[int] = []
+
+    def read() -> dict[str, tuple[int, float | None]]:
+        calls.append(1)
+        if len(calls) == 1:
+            line.changed()  # a claim lands while the first read runs
+        return {"t": (len(calls), None)}
+
+    monkeypatch.setattr(places, "_read_places", read)
+    assert line.places() == {"t": (1, None)}
+    assert line.places() == {"t": (2, None)}
+    assert line.places() == {"t": (2, None)}
