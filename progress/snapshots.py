@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -49,8 +50,8 @@ class View:
 
 @functools.cache
 def _sql() -> tuple[str, list[str], str]:
-    """The two statements a read runs, written once from the models' tables and columns: building
-    them through the ORM for every connect cost more than the rest of a connect together."""
+    """The two statements a read runs (``{marks}`` for the ids), written once from the models' tables
+    and columns: building them through the ORM for every connect cost more than the rest of it."""
 
     def quote(name: str | None) -> str:
         return str(connection.ops.quote_name(str(name)))
@@ -59,13 +60,13 @@ def _sql() -> tuple[str, list[str], str]:
     names = [f.attname for f in fields]
     task = (
         f"SELECT {', '.join(quote(f.column) for f in fields)} FROM {quote(Task._meta.db_table)} "
-        f"WHERE {quote(Task._meta.get_field('task_id').column)} = %s"
+        f"WHERE {quote(Task._meta.get_field('task_id').column)} IN ({{marks}})"
     )
     column = {f.name: quote(f.column) for f in TaskEvent._meta.concrete_fields}
     events = (
-        f"SELECT {column['seq']}, {column['attempt']}, {column['stage']}, {column['created_at']}, "
-        f"{column['payload']} FROM {quote(TaskEvent._meta.db_table)} "
-        f"WHERE {column['task']} = %s AND {column['seq']} <= %s ORDER BY {column['seq']}"
+        f"SELECT {column['task']}, {column['seq']}, {column['attempt']}, {column['stage']}, "
+        f"{column['created_at']}, {column['payload']} FROM {quote(TaskEvent._meta.db_table)} "
+        f"WHERE {column['task']} IN ({{marks}}) ORDER BY {column['task']}, {column['seq']}"
     )
     return task, names, events
 
@@ -77,21 +78,45 @@ def _aware(value: Any) -> Any:
     return value
 
 
+MAX_BATCH = 500
+"""Tasks read by one statement at most (SQLite allows a few thousand parameters)."""
+
+
 def read(task_id: str) -> View | None:
-    """A task's view from the database (two queries); None for a task nobody reported. The one
-    builder of what a watcher or a poller is sent: the socket and ``GET /api/tasks/<id>/`` alike."""
+    """A task's view from the database; None for a task nobody reported. The one builder of what a
+    watcher or a poller is sent: the socket and ``GET /api/tasks/<id>/`` alike."""
+    return read_many([task_id])[task_id]
+
+
+def read_many(task_ids: Sequence[str]) -> dict[str, View | None]:
+    """Several tasks' views in two statements (None for a task nobody reported)."""
     task_sql, names, events_sql = _sql()
+    found: dict[str, View | None] = dict.fromkeys(task_ids)
+    ids = list(found)
     with connection.cursor() as cursor:
-        cursor.execute(task_sql, [task_id])
-        row = cursor.fetchone()
-        if row is None:
-            return None
-        task = Task.from_db(connection.alias, names, [_aware(v) for v in row])
-        cursor.execute(events_sql, [task_id, task.seq])
-        events = [
-            (seq, attempt, stage, _aware(when), payload)
-            for seq, attempt, stage, when, payload in cursor.fetchall()
-        ]
+        for start in range(0, len(ids), MAX_BATCH):
+            chunk = ids[start : start + MAX_BATCH]
+            marks = ", ".join(["%s"] * len(chunk))
+            cursor.execute(task_sql.format(marks=marks), chunk)
+            tasks = {
+                row.task_id: row
+                for row in (Task.from_db(connection.alias, names, [_aware(v) for v in r]) for r in cursor)
+            }
+            if not tasks:
+                continue
+            events: dict[str, list[tuple[int, int, str | None, datetime, str]]] = {t: [] for t in tasks}
+            held = list(tasks)
+            cursor.execute(events_sql.format(marks=", ".join(["%s"] * len(held))), held)
+            for task_id, seq, attempt, stage, when, payload in cursor:
+                if seq <= tasks[task_id].seq:  # written after the task row was read: the next read's
+                    events[task_id].append((seq, attempt, stage, _aware(when), payload))
+            for task_id, task in tasks.items():
+                found[task_id] = _view(task, events[task_id])
+    return found
+
+
+def _view(task: Task, events: list[tuple[int, int, str | None, datetime, str]]) -> View:
+    """A task's view from its row and its events up to its seq."""
     history = [
         StageTransition(seq=seq, attempt=attempt, stage=stage, timestamp=when)
         for seq, attempt, stage, when, _ in events
@@ -182,9 +207,54 @@ class Views:
         return view
 
 
+class _Reader:
+    """A loop's reads of views, batched: every task asked for while a read runs is in the next one, so
+    a reconnect storm costs a statement per batch, not per socket. A read asked for begins after the
+    ask (a caller after something fresher than what it holds gets it)."""
+
+    def __init__(self) -> None:
+        self.wanted: dict[str, asyncio.Future[View | None]] = {}
+        self.running: asyncio.Task[None] | None = None
+
+    def load(self, task_id: str) -> asyncio.Future[View | None]:
+        wanted = self.wanted.get(task_id)
+        if wanted is None:
+            loop = asyncio.get_running_loop()
+            wanted = self.wanted[task_id] = loop.create_future()
+            if self.running is None:
+                self.running = loop.create_task(self._run())
+        return wanted
+
+    async def _run(self) -> None:
+        try:
+            while self.wanted:
+                await asyncio.sleep(0)  # the askers of this loop turn join the batch
+                batch, self.wanted = self.wanted, {}
+                try:
+                    # In a worker thread of its own, beside the access checks on Django's shared one.
+                    found = await adb_call(read_many, list(batch))
+                except Exception as exc:
+                    for future in batch.values():
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for task_id, future in batch.items():
+                    if not future.done():
+                        future.set_result(found[task_id])
+        finally:
+            self.running = None
+
+
+_readers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Reader] = weakref.WeakKeyDictionary()
+
+
 async def _load(task_id: str) -> View | None:
-    """``read()`` in a worker thread of its own, beside the access checks on Django's shared one."""
-    return await adb_call(read, task_id)
+    """The task's view, read after this call (in a batch with the other reads asked for meanwhile)."""
+    loop = asyncio.get_running_loop()
+    reader = _readers.get(loop)
+    if reader is None:
+        reader = _readers[loop] = _Reader()
+    return await asyncio.shield(reader.load(task_id))
 
 
 _views: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Views] = weakref.WeakKeyDictionary()

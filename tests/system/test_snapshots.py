@@ -18,15 +18,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The task ids ``snapshots.read`` is called with (the database reads)."""
+    """The task ids ``snapshots.read_many`` is called with (the database reads), one by one."""
     calls: list[str] = []
-    real = snapshots.read
+    real = snapshots.read_many
 
-    def counted(task_id: str) -> snapshots.View | None:
-        calls.append(task_id)
-        return real(task_id)
+    def counted(task_ids: list[str]) -> dict[str, snapshots.View | None]:
+        calls.extend(task_ids)
+        return real(task_ids)
 
-    monkeypatch.setattr(snapshots, "read", counted)
+    monkeypatch.setattr(snapshots, "read_many", counted)
     return calls
 
 
@@ -107,15 +107,15 @@ async def test_snapshots_message_during_read_not_kept(reads, monkeypatch):
     views.watch("job1")
     started = asyncio.Event()
     release = asyncio.Event()
-    real = snapshots.read
+    real = snapshots.read_many
     loop = asyncio.get_running_loop()
 
-    def slow(task_id: str) -> snapshots.View | None:
+    def slow(task_ids: list[str]) -> dict[str, snapshots.View | None]:
         loop.call_soon_threadsafe(started.set)
         asyncio.run_coroutine_threadsafe(release.wait(), loop).result(5)
-        return real(task_id)
+        return real(task_ids)
 
-    monkeypatch.setattr(snapshots, "read", slow)
+    monkeypatch.setattr(snapshots, "read_many", slow)
     reading = asyncio.create_task(views.get("job1"))
     await started.wait()
     views.seen("job1", 99)  # arrived while the read was in flight: the read may predate it
@@ -195,3 +195,22 @@ async def test_snapshots_pulled_layer_reads_per_socket(reads):
         async with watching("/ws/tasks/job1/") as second:
             await receive(second)
     assert reads == ["job1", "job1"]
+
+
+async def test_snapshots_reads_asked_together_share_one_batch(monkeypatch):
+    for task_id in ("a", "b", "c"):
+        await reported(task_id)
+    batches: list[list[str]] = []
+    real = snapshots.read_many
+
+    def counted(task_ids: list[str]) -> dict[str, snapshots.View | None]:
+        batches.append(sorted(task_ids))
+        return real(task_ids)
+
+    monkeypatch.setattr(snapshots, "read_many", counted)
+    views = Views()
+    got = await asyncio.gather(*(views.get(t) for t in ("a", "b", "c", "nobody")))
+    assert batches == [["a", "b", "c", "nobody"]]
+    alone = [await sync_to_async(snapshots.read)(t) for t in ("a", "b", "c")]
+    assert got[:3] == alone  # each as read on its own
+    assert got[3] is None
