@@ -76,7 +76,9 @@ def run_product(config: dict[str, Any]) -> dict[str, Any]:
     plan = schedule(tasks, config["count"], config["rate"])
     # Warm, as a long-running worker is: the first call opens the database and Redis connections and
     # starts the publisher thread (~70 ms), which would otherwise land in the first update's latency.
-    report_progress(f"warm-up-{os.getpid()}", "queued", 0)
+    # Not "queued": a task joining the line would tell every waiting task its place, the measured
+    # ones too, in the middle of their first update.
+    report_progress(f"warm-up-{os.getpid()}", "transcribing", 0)
     publish.wait_until_sent(30)
     costs: list[int] = []
     lag = 0.0

@@ -181,6 +181,9 @@ class TaskProgressConsumer(InboxConsumer):
             raise ClientGone(repr(exc)) from exc
         metrics.frame_sent(event)
         if action == SEND_AND_CLOSE:
+            # The task's other watchers in this process were woken for the same frame: they send it
+            # before any of them spends its turn closing.
+            await asyncio.sleep(0)
             await self._closed_by_watcher(Close(CLOSE_NORMAL))
 
     async def task_queue(self, message: dict[str, Any]) -> None:
