@@ -79,12 +79,13 @@ def on_postgres(stack: Stack, measure: Any) -> dict[str, Any]:
         server.stop()
 
 
-def scale_out(stack: Stack, s: workloads.Sizes, count: int) -> dict[str, Any]:
-    """Workload H with ``count`` server processes and two producers."""
+def scale_out(stack: Stack, s: workloads.Sizes, count: int, by_task: bool = False) -> dict[str, Any]:
+    """Workload H with ``count`` server processes and two producers (``by_task``: routed by task)."""
     return workloads.stream(
         stack,
         CHOSEN,
-        f"h{count}",
+        f"h{count}{'r' if by_task else ''}",
+        by_task=by_task,
         tasks=s.h_tasks,
         watchers=s.h_watchers,
         count=s.h_count,
@@ -127,6 +128,9 @@ def run(
             if workload == "H":
                 for count in (1, 2, 4):
                     _record(results, "H", f"{CHOSEN} x{count}", functools.partial(scale_out, stack, s, count))
+                    if count > 1:
+                        routed = functools.partial(scale_out, stack, s, count, by_task=True)
+                        _record(results, "H", f"{CHOSEN} x{count} by task", routed)
                 continue
             if workload == "C" and CHOSEN in servers["C"] and not quick:
                 c_on_postgres = functools.partial(

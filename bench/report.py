@@ -97,7 +97,8 @@ TITLES = {
     "F": "F  reconnect storm: {f_conns} sockets on {f_tasks} tasks, the server restarted while they pass "
     "their stages (target 0 stages missed)",
     "H": "H  scale-out: {h_tasks} tasks x {h_watchers} watchers, {h_rate:g} updates/s each, two producers, "
-    "1, 2 and 4 server processes sharing Redis",
+    "1, 2 and 4 server processes sharing Redis; a task's watchers spread over every process, or "
+    '"by task" all on one (nginx\'s consistent hash on the task id)',
     "I": "I  connect rate: {i_conns} sockets over {i_tasks} tasks, {i_inflight} handshakes in flight "
     "(target >= 1.0 x seed)",
     "J": "J  connect rate, one watcher per task: {i_conns} sockets over {j_tasks} tasks, {i_inflight} "
@@ -125,15 +126,15 @@ def table(results: dict[str, dict[str, dict[str, Any]]], sizes: dict[str, Any]) 
         lines.append(TITLES[workload].format(**sizes))
         cols = COLUMNS["I" if workload == "J" else workload]
         key = KEY.get(workload)
-        header = [f"{'server':<22}"] + [f"{label:>15}" for _, label, _ in cols]
+        header = [f"{'server':<32}"] + [f"{label:>15}" for _, label, _ in cols]
         if key:
             header += [f"{'x ' + base:>{width}}" for base, width in RATIOS]
         lines.append(" ".join(header))
         for server, figures in rows.items():
             if "error" in figures:
-                lines.append(f"{server:<22} failed: {figures['error']}")
+                lines.append(f"{server:<32} failed: {figures['error']}")
                 continue
-            cells = [f"{server:<22}"] + [f"{_fmt(fmt, figures[k]):>15}" for k, _, fmt in cols]
+            cells = [f"{server:<32}"] + [f"{_fmt(fmt, figures[k]):>15}" for k, _, fmt in cols]
             if key:
                 for base, width in RATIOS:
                     ref = rows.get(base, {}).get(key)

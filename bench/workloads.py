@@ -113,13 +113,22 @@ def stream(
     clients: int = 2,
     producers: int = 1,
     drain: float = 30,
+    by_task: bool = False,
 ) -> dict[str, Any]:
-    """Watchers on ``tasks`` tasks receive ``count`` updates per task; latency, loss and throughput."""
+    """Watchers on ``tasks`` tasks receive ``count`` updates per task; latency, loss and throughput.
+
+    With several servers, a task's watchers are spread over all of them, or with ``by_task`` all on
+    one (as nginx's consistent hash on the task id puts them; here tasks are dealt out evenly).
+    """
     procs = _servers(stack, kind, servers)
     try:
         ids = [f"{name}-{kind.replace('+', '_')}-{i}" for i in range(tasks)]
         query = _init_tasks(stack, kind, ids)
-        urls = [f"{procs[w % len(procs)][1]}/ws/tasks/{t}/{query[t]}" for t in ids for w in range(watchers)]
+        urls = [
+            f"{procs[(n if by_task else w) % len(procs)][1]}/ws/tasks/{t}/{query[t]}"
+            for n, t in enumerate(ids)
+            for w in range(watchers)
+        ]
         # Measured from when every watcher is in sync: the baselines send nothing on connect.
         loads = [stack.load(chunk, synced=not is_baseline(kind)) for chunk in _split(urls, clients)]
         for load in loads:

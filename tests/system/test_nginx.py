@@ -113,3 +113,27 @@ async def test_nginx_idle_socket_outlives_the_read_timeout_and_a_backend_restart
         assert (frame.stage, frame.percentage) == ("transcribing", 40)
     other = next(s for s in servers if s is not holder)
     assert f"watcher of {task_id} connected from 127.0.0.1" in other.log()  # the client's address, via XFF
+
+
+async def test_nginx_routes_a_tasks_watchers_to_one_process(proxied):
+    listen, servers, publisher = proxied
+    tasks = [f"routed-{n}-{time.monotonic_ns()}" for n in range(16)]
+    for task_id in tasks:
+        publisher.progress(task_id, "queued", 0)
+    sockets = []
+    for task_id in tasks:
+        url = f"ws://127.0.0.1:{listen}/ws/tasks/{task_id}/?token={watch_token(task_id)}"
+        for _ in range(2):
+            ws = await connect(url, origin=Origin("http://127.0.0.1"), proxy=None)
+            assert isinstance(parse_server_message(await ws.recv()), SnapshotMessage)
+            sockets.append(ws)
+    try:
+        holders = {}
+        for task_id in tasks:
+            counts = [s.log().count(f"watcher of {task_id} connected") for s in servers]
+            assert sorted(counts) == [0, 2], (task_id, counts)  # both on one process
+            holders[task_id] = counts.index(2)
+        assert set(holders.values()) == {0, 1}  # and the tasks spread over both (all 16 on one: ~1e-4)
+    finally:
+        for ws in sockets:
+            await ws.close()
