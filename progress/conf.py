@@ -38,6 +38,8 @@ class ProgressSettings:
     """Seconds a watch token (a share link) stays valid."""
     SHUTDOWN_TIMEOUT: float = 10.0
     """Seconds a server process told to stop (SIGTERM) spends closing its sockets before it exits."""
+    SHUTDOWN_BATCH: int = 500
+    """Sockets a stopping process closes at once: the next batch once these are closed."""
     EXPOSE_TECHNICAL_DETAIL: bool = False
     """Send errors' technical detail to watchers even with DEBUG off (it may name paths and settings)."""
     STALE_AFTER: float = 60.0

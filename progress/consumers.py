@@ -243,6 +243,7 @@ class TaskProgressConsumer(InboxConsumer):
         """The process is stopping (``restart()``): close with the restart code."""
         code = shutdown.restart_code()
         if not self.watcher.finish(code):
+            self.restart_done()
             return
         self.close_code = code
         self._stop_heartbeat()
@@ -251,6 +252,8 @@ class TaskProgressConsumer(InboxConsumer):
         except Exception:  # daphne's autobahn refuses 1012: its private twin says the same
             self.close_code = code = shutdown.PRIVATE_RESTART
             await self.server_send({"type": "websocket.close", "code": code})
+        finally:
+            self.restart_done()
 
     async def disconnect(self, code: int) -> None:
         """The client closed (or the connection dropped): remember its code for the close line."""

@@ -162,6 +162,7 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 self.layer_down = exc
         self.queued_bytes = 0
         self.dropped = False
+        self.restart_sent: asyncio.Future[None] | None = None
         self.loop_task = asyncio.current_task()
         if self.layer_down is None and self.channel_layer is not None:
             if has_extension(self.channel_layer, "deliver_to") and has_extension(
@@ -224,6 +225,7 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 # What refers back to the consumer goes, so closing a socket frees it without waiting
                 # for a full garbage collection (which the servers' GC policy makes rare).
                 self.loop_task = None
+                self.restart_done()
                 del self.base_send
                 await asyncio.wait(readers, timeout=_READERS_TIMEOUT)
 
@@ -261,12 +263,21 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             return
         self.inbox.put(message)
 
-    async def restart(self) -> None:
+    def restart(self) -> asyncio.Future[None] | None:
         """The process is stopping: ``server.restart`` goes in turn with the socket's other messages, so no
-        frame is cut; returns once the socket is gone, so the close frame is not lost with the process."""
-        self.inbox.put({"type": "server.restart"})
-        if self.loop_task is not None:
-            await asyncio.wait([self.loop_task])
+        frame is cut. A future done once the close is on its way (or the socket gone); None if the
+        socket's loop no longer runs. Await ``loop_task`` too, so the close is not lost with the process."""
+        if self.loop_task is None:
+            return None
+        if self.restart_sent is None:
+            self.restart_sent = asyncio.get_running_loop().create_future()
+            self.inbox.put({"type": "server.restart"})
+        return self.restart_sent
+
+    def restart_done(self) -> None:
+        """The restart close was sent (or the socket ended without it)."""
+        if self.restart_sent is not None and not self.restart_sent.done():
+            self.restart_sent.set_result(None)
 
     def too_slow(self) -> None:
         """Hook: the socket is dropped because its client does not take its frames."""

@@ -14,19 +14,23 @@ import os
 import signal
 import threading
 import weakref
+from collections.abc import Sequence
 from types import FrameType
 from typing import Any, Protocol
 
 from .conf import get_settings
 
-__all__ = ["draining", "install", "restart_code", "track"]
+__all__ = ["close_in_batches", "draining", "install", "restart_code", "track"]
 
 log = logging.getLogger("progress")
 
 
 class Closable(Protocol):
-    async def restart(self) -> None:
-        """Close the socket with the restart code."""
+    loop_task: asyncio.Future[Any] | None
+    """Ends once the socket is gone (None: it is)."""
+
+    def restart(self) -> asyncio.Future[None] | None:
+        """Close the socket with the restart code: done once the close is on its way (None: gone)."""
 
 
 _open: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -85,18 +89,40 @@ async def _drain_then(previous: Any, signum: int, frame: FrameType | None) -> No
     _draining = True
     sockets = list(_open)
     log.info("progress: SIGTERM: closing %d sockets with the restart code", len(sockets))
-    started = asyncio.get_running_loop().time()
-    closing = [asyncio.ensure_future(consumer.restart()) for consumer in sockets]
-    late: set[asyncio.Future[None]] = set()
-    if closing:
-        _, late = await asyncio.wait(closing, timeout=get_settings().SHUTDOWN_TIMEOUT)
-        for task in late:
-            task.cancel()
-    elapsed = asyncio.get_running_loop().time() - started
+    loop = asyncio.get_running_loop()
+    settings = get_settings()
+    started = loop.time()
+    cut = await close_in_batches(sockets, settings.SHUTDOWN_BATCH, started + settings.SHUTDOWN_TIMEOUT)
     log.info(
-        "progress: SIGTERM: %d sockets closed in %.1f s, %d cut", len(sockets) - len(late), elapsed, len(late)
+        "progress: SIGTERM: %d sockets closed in %.1f s, %d cut",
+        len(sockets) - cut,
+        loop.time() - started,
+        cut,
     )
     _hand_over(previous, signum, frame)
+
+
+async def close_in_batches(sockets: Sequence[Closable], size: int, deadline: float) -> int:
+    """Close ``sockets`` with the restart code, ``size`` at a time, each batch once the last one's closes
+    are on their way, then wait for them all to end, until ``deadline`` (loop time); how many were
+    still open then (the server's own exit cuts them).
+
+    Told all at once, every socket's task woke in the same moment and their closes, cleanups and the
+    browsers' reconnects all piled into one storm; in batches the first browsers are back elsewhere
+    while later batches close, and no batch waits on a browser's reply.
+    """
+    loop = asyncio.get_running_loop()
+    for start in range(0, len(sockets), max(1, size)):
+        sent = [f for f in (s.restart() for s in sockets[start : start + size]) if f is not None]
+        left = deadline - loop.time()
+        if sent and left > 0:
+            await asyncio.wait(sent, timeout=left)
+    ending = [s.loop_task for s in sockets if s.loop_task is not None and not s.loop_task.done()]
+    left = deadline - loop.time()
+    if ending and left > 0:
+        _, late = await asyncio.wait(ending, timeout=left)
+        return len(late)
+    return len(ending)
 
 
 def _hand_over(previous: Any, signum: int, frame: FrameType | None) -> None:
