@@ -5,6 +5,8 @@
 #   SERVERS=2 WORKERS=2 PORT=8001 REDIS_PORT=6390 scripts/scale_out.sh
 #   DATABASE_URL=postgres://user:pass@127.0.0.1/transcribe scripts/scale_out.sh   # PostgreSQL instead of SQLite
 #   REDIS_URL=redis://10.0.0.5:6379/0 scripts/scale_out.sh                        # an existing Redis (none started)
+#   REDIS_SENTINELS=10.0.0.5:26379,10.0.0.6:26379 REDIS_SENTINEL_MASTER=transcribe scripts/scale_out.sh
+#   LOG_FORMAT=json scripts/scale_out.sh                                           # every line JSON
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -29,7 +31,7 @@ cleanup() {
 trap 'cleanup; exit 130' INT TERM
 trap cleanup EXIT
 
-if [[ -z "${REDIS_URL:-}" ]]; then
+if [[ -z "${REDIS_URL:-}" && -z "${REDIS_SENTINELS:-}" ]]; then
   # Append-only file: the job queue lives in Redis, so a Redis restart must not lose queued jobs.
   redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly yes --dir "$DATA_DIR" \
     >"$LOGS/redis.log" 2>&1 &
@@ -55,7 +57,7 @@ for i in $(seq 1 "$WORKERS"); do
   pids+=($!)
   echo "worker  $i  (log $LOGS/worker-$i.log)"
 done
-echo "redis   $REDIS_URL"
+echo "redis   ${REDIS_URL:-sentinels $REDIS_SENTINELS}"
 echo "Ctrl-C stops them all."
 wait -n "${pids[@]}" || true
 echo "a process exited; stopping the rest (see $LOGS)" >&2

@@ -276,4 +276,7 @@ LOGGING = {
             if LOG_FORMAT == "json"
         },
     },
+    # And every other library's (daphne's and runserver's among them): the root logger's handler,
+    # which replaces the one daphne's command line set up before loading this.
+    **({"root": {"handlers": ["console"], "level": "INFO"}} if LOG_FORMAT == "json" else {}),
 }

@@ -105,14 +105,22 @@ def _get_status(url: str) -> int:
         return exc.code
 
 
+DAPHNE_QUIET = {"uvicorn": (), "daphne": ("-v", "0")}
+
+
 @pytest.mark.e2e
 @pytest.mark.slow
-async def test_logs_json_lines_from_a_real_server(tmp_path: Path):
+@pytest.mark.parametrize("kind", ["uvicorn", "daphne", "runserver"])
+async def test_logs_json_lines_from_a_real_server(tmp_path: Path, kind: str):
     env = project_env(tmp_path, LOG_FORMAT="json")
     migrate(env)
     out = manage(["report_progress", "logged", "queued", "0", "--token"], env)
     token = out.split("watch token: ")[1].strip()
-    with serving("uvicorn", env, tmp_path / "uvicorn.log") as server:
+    log = tmp_path / f"{kind}.log"
+    # Bare daphne writes its access log straight to stdout unless quiet (-v 0); runserver and uvicorn
+    # log theirs.
+    running = runserver(env, log) if kind == "runserver" else serving(kind, env, log, *DAPHNE_QUIET[kind])
+    with running as server:
         async with server.connect(f"/ws/tasks/logged/?token={token}") as ws:
             await asyncio.wait_for(ws.recv(), 30)
         async with server.connect("/ws/tasks/logged/", token=False) as ws:  # refused: 4404

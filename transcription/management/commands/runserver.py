@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import logging
 from typing import Any
 
 from daphne.management.commands.runserver import Command as DaphneRunserver
 from daphne.server import Server
+from django.conf import settings
+from django.core.management.base import OutputWrapper
 
 PING_INTERVAL = 5
 PING_TIMEOUT = 10
@@ -25,7 +29,27 @@ class PromptServer(Server):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
 
 
+class _LogLines(io.TextIOBase):
+    """A stream whose every line becomes a log record (JSON under LOG_FORMAT=json)."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip():
+                self.logger.info(line.strip())
+        return len(text)
+
+
 class Command(DaphneRunserver):  # type: ignore[misc]
-    """Run daphne for development, as ``daphne``'s runserver does, with prompt pings."""
+    """Run daphne for development, as ``daphne``'s runserver does, with prompt pings; with
+    LOG_FORMAT=json its banner goes through logging too, so every line of its output is JSON."""
 
     server_cls = PromptServer
+
+    def execute(self, *args: Any, **options: Any) -> Any:
+        if settings.LOG_FORMAT == "json":
+            options["no_color"] = True
+            self.stdout = OutputWrapper(_LogLines(logging.getLogger("transcription.runserver")))
+        return super().execute(*args, **options)
