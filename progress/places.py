@@ -35,6 +35,8 @@ MAX_AGE = 1.0
 live ``queue`` frames correct what another process changed meanwhile)."""
 ANNOUNCE_EVERY = 0.25
 """Seconds between two announcements from one process: a burst of changes is told once, at its end."""
+ESTIMATE_STEP = 30.0
+"""A waiting task is told again when its place changes, or its estimated start by this many seconds."""
 
 Place = tuple[int, float | None]
 """(tasks that start first, estimated seconds until this one starts or None)."""
@@ -92,6 +94,8 @@ class _Line:
         self.changes = 0
         self.announced_at = float("-inf")
         self.trailing: threading.Timer | None = None
+        self.told: dict[str, tuple[int, int | None]] = {}
+        """What this process last told each waiting task: its place and its estimate's step."""
 
     def places(self) -> dict[str, Place]:
         # One read at a time: a reconnect storm's snapshots all want the line as its reading expires,
@@ -160,9 +164,26 @@ def place_of(task_id: str) -> Place | None:
     return places().get(task_id)
 
 
+def news(line: _Line, found: dict[str, Place]) -> dict[str, Place]:
+    """The places in ``found`` that differ from what ``line``'s process last told (and remember them).
+
+    Telling every waiting task on every change cost a burst of uploads a message per waiting task
+    per announcement; a task joining at the end of the line moves nobody ahead of it."""
+    changed: dict[str, Place] = {}
+    told: dict[str, tuple[int, int | None]] = {}
+    with line.lock:
+        for task_id, (position, starts_in) in found.items():
+            step = None if starts_in is None else round(starts_in / ESTIMATE_STEP)
+            told[task_id] = (position, step)
+            if line.told.get(task_id) != (position, step):
+                changed[task_id] = (position, starts_in)
+        line.told = told
+    return changed
+
+
 def announce() -> None:
-    """The line changed (a claim, a cancel or delete, a task joining): every waiting task's watchers
-    hear their place, now or within ANNOUNCE_EVERY. Never raises."""
+    """The line changed (a claim, a cancel or delete, a task joining): the watchers of every waiting
+    task whose place moved hear it, now or within ANNOUNCE_EVERY. Never raises."""
     _line.changed()
 
 
@@ -170,7 +191,7 @@ def _announce() -> None:
     try:
         loop = loop_for_sync_caller()
         now = time.time()
-        for task_id, (position, starts_in) in _line.places().items():
+        for task_id, (position, starts_in) in news(_line, _line.places()).items():
             text = QueueMessage(
                 task_id=task_id, queue_position=position, starts_in_seconds=starts_in
             ).model_dump_json()

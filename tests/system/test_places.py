@@ -185,3 +185,16 @@ def test_places_a_read_begun_before_a_change_is_not_kept(monkeypatch):
     assert line.places() == {"t": (1, None)}
     assert line.places() == {"t": (2, None)}
     assert line.places() == {"t": (2, None)}
+
+
+def test_places_news_tells_only_what_moved():
+    from progress import places
+
+    line = places._Line(clock=lambda: 0.0)
+    first = {"a": (0, 10.0), "b": (1, 70.0)}
+    assert places.news(line, first) == first  # nothing told yet
+    assert places.news(line, {**first, "c": (2, 130.0)}) == {"c": (2, 130.0)}  # joined at the end
+    assert places.news(line, {"a": (0, 12.0), "b": (1, 70.0), "c": (2, 130.0)}) == {}  # within a step
+    moved = {"b": (0, 0.0), "c": (1, 60.0)}  # a left: the rest move up
+    assert places.news(line, moved) == moved
+    assert places.news(line, {"a": (2, 120.0), **moved}) == {"a": (2, 120.0)}  # a rejoined: told again
