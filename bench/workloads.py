@@ -100,6 +100,16 @@ def _init_tasks(stack: Stack, kind: str, tasks: list[str]) -> dict[str, str]:
     return {task: f"?token={token}" for task, token in made["tokens"].items()}
 
 
+def _watchers(
+    stack: Stack, kind: str, name: str, base: str, conns: int, tasks: int
+) -> tuple[list[str], list[str]]:
+    """Make ``tasks`` tasks: their ids, and the URLs of ``conns`` watchers of them on ``base``, dealt out
+    in turn."""
+    ids = [f"{name}-{kind.replace('+', '_')}-{i}" for i in range(tasks)]
+    query = _init_tasks(stack, kind, ids)
+    return ids, [f"{base}/ws/tasks/{ids[i % tasks]}/{query[ids[i % tasks]]}" for i in range(conns)]
+
+
 def stream(
     stack: Stack,
     kind: str,
@@ -195,9 +205,7 @@ def idle(
     procs = _servers(stack, kind, 1, heartbeat)
     proc = procs[0][0]
     try:
-        ids = [f"{name}-{kind.replace('+', '_')}-{i}" for i in range(tasks)]
-        query = _init_tasks(stack, kind, ids)
-        urls = [f"{procs[0][1]}/ws/tasks/{ids[i % tasks]}/{query[ids[i % tasks]]}" for i in range(conns)]
+        _, urls = _watchers(stack, kind, name, procs[0][1], conns, tasks)
         # One socket first, so the code every socket uses is loaded before the baseline is read.
         warm = stack.load(urls[:1])
         stack.wait_ready(warm)
@@ -274,9 +282,7 @@ def storm(
     port = free_port()
     proc, base = stack.server(kind, port=port)
     try:
-        ids = [f"{name}-{kind.replace('+', '_')}-{i}" for i in range(tasks)]
-        query = _init_tasks(stack, kind, ids)
-        urls = [f"{base}/ws/tasks/{ids[i % tasks]}/{query[ids[i % tasks]]}" for i in range(conns)]
+        ids, urls = _watchers(stack, kind, name, base, conns, tasks)
         options = {"reconnect": True, "resume": not baseline}
         loads = [
             stack.load(chunk, concurrency=200, synced=not baseline, **options)
@@ -321,9 +327,7 @@ def churn(stack: Stack, kind: str, name: str, *, conns: int, rounds: int, tasks:
     procs = _servers(stack, kind, 1)
     proc, base = procs[0]
     try:
-        ids = [f"{name}-{kind.replace('+', '_')}-{i}" for i in range(tasks)]
-        query = _init_tasks(stack, kind, ids)
-        urls = [f"{base}/ws/tasks/{ids[i % tasks]}/{query[ids[i % tasks]]}" for i in range(conns)]
+        _, urls = _watchers(stack, kind, name, base, conns, tasks)
         before = rss_kb(proc.pid)
         after: list[int] = []
         for _ in range(rounds):
@@ -355,9 +359,7 @@ def connects(
     procs = _servers(stack, kind, 1)
     proc, base = procs[0]
     try:
-        ids = [f"{name}-{kind.replace('+', '_')}-{i}" for i in range(tasks)]
-        query = _init_tasks(stack, kind, ids)
-        urls = [f"{base}/ws/tasks/{ids[i % tasks]}/{query[ids[i % tasks]]}" for i in range(conns)]
+        _, urls = _watchers(stack, kind, name, base, conns, tasks)
         warm = stack.load(urls[:1], synced=not is_baseline(kind))
         stack.wait_ready(warm)
         stack.finish(warm, 0)

@@ -11,7 +11,7 @@ import heapq
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 from django.db import connection
@@ -164,7 +164,7 @@ def place_of(task_id: str) -> Place | None:
     return places().get(task_id)
 
 
-def news(line: _Line, found: dict[str, Place]) -> dict[str, Place]:
+def news(line: _Line, found: Mapping[str, Place]) -> dict[str, Place]:
     """The places in ``found`` that differ from what ``line``'s process last told (and remember them).
 
     Telling every waiting task on every change cost a burst of uploads a message per waiting task

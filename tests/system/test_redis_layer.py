@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,13 +86,7 @@ async def test_redis_layer_pubsub_restart_keeps_the_socket_and_loses_nothing(
 ):
     # Pub/sub holds no state in Redis: the layer subscribes again, and the heartbeat's seq check
     # brings back what was published while Redis was away.
-    settings.PROGRESS = {**settings.PROGRESS, "MAX_UPDATES_PER_SECOND": 0, "HEARTBEAT_INTERVAL": 2}
-    await areport_progress("job1", "queued", 0)
-    async with watching("/ws/tasks/job1/") as client:
-        assert isinstance(await receive(client), SnapshotMessage)
-        await asyncio.to_thread(pubsub_layer.stop)
-        await areport_progress("job1", "transcribing", 10)  # stored; its fan-out fails
-        await asyncio.to_thread(pubsub_layer.start)
+    async with _update_lost_while_redis_away(pubsub_layer, settings, heartbeat=2) as client:
         missed = await _next_progress(client)
         assert (missed.seq, missed.percentage) == (2, 10)
         # Live again once the layer has subscribed anew: three in a row arrive far sooner than
@@ -112,16 +107,26 @@ async def test_redis_layer_pubsub_restart_keeps_the_socket_and_loses_nothing(
 async def test_redis_layer_pubsub_back_catches_up_before_any_heartbeat(pubsub_layer: RedisServer, settings):
     # The last update of a job may be published while Redis is away (a failover): nothing later
     # shows the gap, so the layer's "resumed" notice makes every socket look at once.
-    settings.PROGRESS = {**settings.PROGRESS, "MAX_UPDATES_PER_SECOND": 0, "HEARTBEAT_INTERVAL": 3600}
-    await areport_progress("job1", "queued", 0)
-    async with watching("/ws/tasks/job1/") as client:
-        assert isinstance(await receive(client), SnapshotMessage)
-        await asyncio.to_thread(pubsub_layer.stop)
-        await areport_progress("job1", "transcribing", 10)  # stored; its fan-out fails
-        await asyncio.to_thread(pubsub_layer.start)
+    async with _update_lost_while_redis_away(pubsub_layer, settings, heartbeat=3600) as client:
         missed = await receive(client, timeout=20)
         assert isinstance(missed, ProgressMessage)
         assert (missed.seq, missed.percentage) == (2, 10)
+
+
+@contextlib.asynccontextmanager
+async def _update_lost_while_redis_away(
+    layer: RedisServer, settings: Any, heartbeat: float
+) -> AsyncIterator[Any]:
+    """A watcher of job1, in sync; then Redis stops, job1 reports 10% (stored, its fan-out lost) and
+    Redis starts again."""
+    settings.PROGRESS = {**settings.PROGRESS, "MAX_UPDATES_PER_SECOND": 0, "HEARTBEAT_INTERVAL": heartbeat}
+    await areport_progress("job1", "queued", 0)
+    async with watching("/ws/tasks/job1/") as client:
+        assert isinstance(await receive(client), SnapshotMessage)
+        await asyncio.to_thread(layer.stop)
+        await areport_progress("job1", "transcribing", 10)
+        await asyncio.to_thread(layer.start)
+        yield client
 
 
 async def _next_progress(client: Any, timeout: float = 20) -> ProgressMessage:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
-from typing import Any
+from typing import Any, TextIO, cast
 
 from daphne.management.commands.runserver import Command as DaphneRunserver
 from daphne.server import Server
@@ -51,5 +51,5 @@ class Command(DaphneRunserver):  # type: ignore[misc]
     def execute(self, *args: Any, **options: Any) -> Any:
         if settings.LOG_FORMAT == "json":
             options["no_color"] = True
-            self.stdout = OutputWrapper(_LogLines(logging.getLogger("transcription.runserver")))
+            self.stdout = OutputWrapper(cast(TextIO, _LogLines(logging.getLogger("transcription.runserver"))))
         return super().execute(*args, **options)
