@@ -39,7 +39,7 @@ class ProgressSettings:
     SHUTDOWN_TIMEOUT: float = 10.0
     """Seconds a server process told to stop (SIGTERM) spends closing its sockets before it exits."""
     SHUTDOWN_BATCH: int = 500
-    """Sockets a stopping process closes at once: the next batch once these are closed."""
+    """Sockets a stopping process tells to close at once: the next batch once their closes are sent."""
     EXPOSE_TECHNICAL_DETAIL: bool = False
     """Send errors' technical detail to watchers even with DEBUG off (it may name paths and settings)."""
     STALE_AFTER: float = 60.0
