@@ -282,6 +282,9 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     def too_slow(self) -> None:
         """Hook: the socket is dropped because its client does not take its frames."""
 
+    async def layer_resumed(self, message: dict[str, Any]) -> None:
+        """Hook: the pushing layer's lost connection reads again; what was published meanwhile is lost."""
+
     async def cleanup(self) -> None:
         """Hook: the loop ended (the socket is gone, or the consumer failed); always called once."""
 
