@@ -57,5 +57,5 @@ def test_scale_out_serves_with_uvicorn_and_logs_json(tmp_path: Path):
         log = (tmp_path / "logs" / f"uvicorn-{p}.log").read_text()
         lines = [json.loads(line) for line in log.splitlines() if line.strip()]
         assert any("Uvicorn running" in line["message"] for line in lines)  # uvicorn's own, as JSON
-        with pytest.raises(OSError):
+        with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", p), timeout=1).close()  # stopped with the script
