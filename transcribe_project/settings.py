@@ -139,8 +139,8 @@ if REDIS_SENTINELS and REDIS_URL:
     raise ImproperlyConfigured("set REDIS_URL or REDIS_SENTINELS, not both")
 USES_REDIS = bool(REDIS_URL or REDIS_SENTINELS)
 """Whether the channel layer and the job queue live in Redis (else: in memory and in-process threads)."""
-# Connection options for every Redis connection of the layer, direct or through Sentinel.
-_REDIS_OPTIONS = {"socket_timeout": 30, "socket_connect_timeout": 5, "health_check_interval": 15}
+# Sentinel answers fast or not at all: a dead sentinel must not hold up asking the next (layer and broker).
+_SENTINEL_OPTIONS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
 # "pubsub" (RedisPubSubChannelLayer, the default: faster in the bench, drops nothing under load) or "core"
 # (RedisChannelLayer: per-channel lists in Redis with a capacity; see docs/performance.md).
 REDIS_LAYER = os.environ.get("REDIS_LAYER", "pubsub")
@@ -149,11 +149,16 @@ if REDIS_LAYER not in {"core", "pubsub"}:
 if USES_REDIS:
     # redis-py's defaults (100 connections, failing at once; a 5 s socket timeout equal to the
     # layer's 5 s blocking read) broke handshakes and idle sockets under load.
-    _host: dict[str, Any] = {"max_connections": 4096, **_REDIS_OPTIONS}
+    _host: dict[str, Any] = {
+        "max_connections": 4096,
+        "socket_timeout": 30,
+        "socket_connect_timeout": 5,
+        "health_check_interval": 15,
+    }
     if REDIS_SENTINELS:
-        # Sentinel answers fast or not at all: a dead sentinel must not hold up asking the next.
-        _sentinel = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
-        _host.update(sentinels=REDIS_SENTINELS, master_name=REDIS_SENTINEL_MASTER, sentinel_kwargs=_sentinel)
+        _host.update(
+            sentinels=REDIS_SENTINELS, master_name=REDIS_SENTINEL_MASTER, sentinel_kwargs=_SENTINEL_OPTIONS
+        )
     else:
         _host["address"] = REDIS_URL
     CHANNEL_LAYERS = {
@@ -216,7 +221,7 @@ CELERY_BROKER_URL = REDIS_URL or ";".join(f"sentinel://{h}:{p}" for h, p in REDI
 if REDIS_SENTINELS:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "master_name": REDIS_SENTINEL_MASTER,
-        "sentinel_kwargs": {"socket_timeout": 0.5, "socket_connect_timeout": 0.5},
+        "sentinel_kwargs": _SENTINEL_OPTIONS,
     }
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
